@@ -1,0 +1,41 @@
+"""mlp_xp: multilayer perceptrons written once against the Python Array API standard.
+
+The same layers, losses, optimizers and training loop run on NumPy, CuPy, PyTorch and
+array-api-strict; ``get_backend`` picks the library and device.
+"""
+
+from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .layers import BatchNorm, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
+from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam, AdamW, Optimizer, cosine_decay, exponential_decay, step_decay
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "available_backends",
+    "get_backend",
+    "Layer",
+    "Linear",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "BatchNorm",
+    "Dropout",
+    "Sequential",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "MSE",
+    "BinaryCrossEntropy",
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "step_decay",
+    "exponential_decay",
+    "cosine_decay",
+]

@@ -1,0 +1,76 @@
+"""Batch normalisation over the feature axis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from ..arrays import Array
+from .base import Layer
+
+
+class BatchNorm(Layer):
+    """``y = gamma · (x - mean) / sqrt(var + eps) + beta`` per feature; ``x`` is (batch..., F).
+
+    Training mode uses the batch mean and biased batch variance over all batch dimensions and
+    updates ``running_mean`` and the unbiased ``running_var`` with ``momentum`` (torch's
+    convention: ``r ← (1 - momentum)·r + momentum·stat``). Eval mode uses the running stats.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+
+    def __repr__(self) -> str:
+        return f"BatchNorm({self.num_features})"
+
+    def init(self, backend: Any, rng: Any, dtype: Any) -> None:
+        xp, dt, dev = backend.xp, backend.dtype(dtype), backend.device
+        shape = (self.num_features,)
+        self.params["gamma"] = xp.ones(shape, dtype=dt, device=dev)
+        self.params["beta"] = xp.zeros(shape, dtype=dt, device=dev)
+        self.buffers["running_mean"] = xp.zeros(shape, dtype=dt, device=dev)
+        self.buffers["running_var"] = xp.ones(shape, dtype=dt, device=dev)
+
+    def forward(self, x: Array) -> Array:
+        xp = self._check_input(x, self.num_features, self.params.get("gamma"))
+        axes = tuple(range(x.ndim - 1))
+        if self.training:
+            n = 1
+            for size in x.shape[:-1]:
+                n *= size
+            if n < 2:
+                raise ValueError(f"layer {self.name!r} needs more than one sample per batch in training mode.")
+            mean = xp.mean(x, axis=axes)
+            centred = x - mean
+            var = xp.mean(centred * centred, axis=axes)
+            m = self.momentum
+            running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+            running_mean *= 1.0 - m
+            running_mean += m * mean
+            running_var *= 1.0 - m
+            running_var += (m * n / (n - 1)) * var
+            self.buffers["running_mean"], self.buffers["running_var"] = running_mean, running_var
+        else:
+            centred = x - self.buffers["running_mean"]
+            var = self.buffers["running_var"]
+        self._inv_std = 1.0 / xp.sqrt(var + self.eps)
+        self._xhat = centred * self._inv_std
+        return self._xhat * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, dy: Array) -> Array:
+        xp = array_namespace(dy)
+        xhat = self._xhat
+        axes = tuple(range(dy.ndim - 1))
+        self.grads["gamma"] = xp.sum(dy * xhat, axis=axes)
+        self.grads["beta"] = xp.sum(dy, axis=axes)
+        dxhat = dy * self.params["gamma"]
+        if not self.training:
+            return dxhat * self._inv_std
+        # dx = inv_std · (dxhat - mean(dxhat) - xhat · mean(dxhat · xhat)), means over the batch
+        return self._inv_std * (
+            dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes)
+        )

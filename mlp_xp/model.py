@@ -1,0 +1,200 @@
+"""``Sequential``: a chain of layers with a forward pass, a backward pass and named access."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from .backend import Backend, get_backend, host_rng
+from .arrays import Array, size
+from .layers.base import Layer
+
+
+class Sequential:
+    """Layers applied in order. Entries are layers or ``(name, layer)`` pairs; unnamed layers
+    are called ``<type><index>`` (``linear0``, ``relu1``, ...).
+
+    Create the parameters with :meth:`init` for a backend, dtype and seed. ``forward(x,
+    start=, end=)`` runs a sub-range (both ends inclusive, by name or index), and ``backward``
+    goes back through the range that the last ``forward`` ran.
+    """
+
+    def __init__(self, *layers: Layer | tuple[str, Layer]) -> None:
+        if not layers:
+            raise ValueError("Sequential needs at least one layer.")
+        self.layers: list[Layer] = []
+        for index, entry in enumerate(layers):
+            name, layer = entry if isinstance(entry, tuple) else (f"{type(entry).__name__.lower()}{index}", entry)
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential entry {index} is a {type(layer).__name__}, not a Layer.")
+            if name in self.names:
+                raise ValueError(f"two layers are named {name!r}.")
+            layer.name = name
+            self.layers.append(layer)
+        self.backend: Backend | None = None
+        self.dtype: str | None = None
+        self._range = (0, len(self.layers) - 1)
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __getitem__(self, key: int | str) -> Layer:
+        return self.layers[self._index(key)]
+
+    def _index(self, key: int | str) -> int:
+        if isinstance(key, str):
+            try:
+                return self.names.index(key)
+            except ValueError:
+                raise KeyError(f"no layer named {key!r}; layers are {self.names}.") from None
+        if not -len(self.layers) <= key < len(self.layers):
+            raise IndexError(f"layer index {key} out of range for {len(self.layers)} layers.")
+        return key % len(self.layers)
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def init(self, backend: Backend | str = "auto", seed: int = 0, dtype: str = "float32") -> Sequential:
+        """Create every parameter on ``backend`` in ``dtype``; the same seed gives the same
+        initial weights on every backend (drawn on the host, uploaded once)."""
+        backend = get_backend(backend)
+        rng = host_rng(seed)
+        for layer in self.layers:
+            layer.init(backend, rng, dtype)
+        self.backend, self.dtype = backend, dtype
+        return self
+
+    def parameters(self) -> dict[str, Array]:
+        """Trainable arrays by ``"<layer>.<param>"`` name (the arrays themselves, not copies)."""
+        return {f"{layer.name}.{key}": value for layer in self.layers for key, value in layer.params.items()}
+
+    def state(self) -> dict[str, Array]:
+        """Parameters and buffers (e.g. BatchNorm running stats) by ``"<layer>.<key>"`` name."""
+        state = self.parameters()
+        state.update({f"{layer.name}.{key}": value for layer in self.layers for key, value in layer.buffers.items()})
+        return state
+
+    def load_state(self, state: dict[str, Array]) -> None:
+        """Replace parameters and buffers from ``state`` (arrays already on this backend).
+        The names and shapes must match exactly; the error lists what differs."""
+        mine = self.state()
+        problems = [f"missing {k}" for k in mine if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in mine]
+        problems += [
+            f"{k}: shape {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+            for k, v in mine.items()
+            if k in state and tuple(state[k].shape) != tuple(v.shape)
+        ]
+        if problems:
+            raise ValueError("state does not fit this model: " + "; ".join(problems))
+        for layer in self.layers:
+            for store in (layer.params, layer.buffers):
+                for key in store:
+                    store[key] = state[f"{layer.name}.{key}"]
+
+    def to(self, backend: Backend | str, dtype: str | None = None) -> Sequential:
+        """Move parameters, buffers and random generators to another backend (and dtype)."""
+        self._require_init()
+        source, target = self.backend, get_backend(backend)
+        dtype = dtype or self.dtype
+        self.load_state({k: target.asarray(source.to_numpy(v), dtype) for k, v in self.state().items()})
+        for layer in self.layers:
+            if getattr(layer, "rng", None) is not None:
+                layer.rng = target.random(layer.rng.seed)
+        self.backend, self.dtype = target, dtype
+        return self
+
+    def zero_grad(self) -> None:
+        """Reset every gradient to zeros (``backward`` overwrites gradients; it never adds)."""
+        for layer in self.layers:
+            for key, value in layer.params.items():
+                layer.grads[key] = self.backend.xp.zeros_like(value)
+
+    def num_parameters(self) -> int:
+        return sum(size(v) for v in self.parameters().values())
+
+    # -- passes -----------------------------------------------------------------------------
+
+    def train(self) -> Sequential:
+        """Training mode (dropout on, BatchNorm uses batch statistics)."""
+        for layer in self.layers:
+            layer.training = True
+        return self
+
+    def eval(self) -> Sequential:
+        """Evaluation mode (dropout off, BatchNorm uses running statistics)."""
+        for layer in self.layers:
+            layer.training = False
+        return self
+
+    def forward(self, x: Array, start: int | str | None = None, end: int | str | None = None) -> Array:
+        """Run layers ``start`` .. ``end`` (inclusive; names or indices; default all) on ``x``."""
+        first = 0 if start is None else self._index(start)
+        last = len(self.layers) - 1 if end is None else self._index(end)
+        if first > last:
+            raise ValueError(f"start layer {self.names[first]!r} comes after end layer {self.names[last]!r}.")
+        self._range = (first, last)
+        for layer in self.layers[first : last + 1]:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy: Array, input_grad: bool = False) -> Array | None:
+        """Back-propagate ``dy`` (gradient of the loss w.r.t. the last forward's output)
+        through the layers that forward ran, filling each layer's ``grads``. Returns the
+        gradient w.r.t. the input when ``input_grad`` is true, else None (and skips its cost)."""
+        first, last = self._range
+        for index in range(last, first - 1, -1):
+            layer = self.layers[index]
+            if hasattr(layer, "input_grad"):
+                layer.input_grad = input_grad or index != first
+            dy = layer.backward(dy)
+            if dy is None:
+                return None
+        return dy if input_grad else None
+
+    # -- description ------------------------------------------------------------------------
+
+    def output_features(self, in_features: int) -> int:
+        for layer in self.layers:
+            in_features = layer.output_features(in_features)
+        return in_features
+
+    def summary(self, in_features: int | None = None) -> str:
+        """A table of layers, output shapes and parameter counts."""
+        in_features = in_features or getattr(self.layers[0], "in_features", None) or getattr(self.layers[0], "num_features", None)
+        rows = [("layer", "type", "output", "params")]
+        width = in_features
+        for layer in self.layers:
+            width = layer.output_features(width) if width is not None else None
+            count = sum(size(v) for v in layer.params.values()) if layer.params else _declared_params(layer)
+            rows.append((layer.name, repr(layer), f"(batch, {width})" if width else "?", f"{count:,}"))
+        total = sum(int(r[3].replace(",", "")) for r in rows[1:])
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        where = f" on {self.backend.spec}, {self.dtype}" if self.backend else " (not initialised)"
+        lines.append(f"total parameters: {total:,}{where}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  ({layer.name}): {layer!r}" for layer in self.layers)
+        return f"Sequential(\n{inner}\n)"
+
+    def _require_init(self) -> None:
+        if self.backend is None:
+            raise RuntimeError("the model has no parameters yet: call model.init(backend) first.")
+
+
+def _declared_params(layer: Layer) -> int:
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return layer.in_features * layer.out_features + layer.out_features
+    if hasattr(layer, "num_features"):
+        return 2 * layer.num_features
+    return 0

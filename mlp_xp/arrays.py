@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import array_namespace
+
 Array = Any
 """Any array of a library that follows the Array API standard."""
 
@@ -12,3 +14,14 @@ Array = Any
 def size(a: Array) -> int:
     """Number of elements (``a.size`` is None for some lazy libraries)."""
     return math.prod(a.shape)
+
+
+_NAMESPACES: dict[type, Any] = {}
+
+
+def namespace(x: Array) -> Any:
+    """``array_namespace(x)`` for one array, cached by array type (the hot-path variant)."""
+    try:
+        return _NAMESPACES[type(x)]
+    except KeyError:
+        return _NAMESPACES.setdefault(type(x), array_namespace(x))

@@ -68,7 +68,7 @@ class BackendUnavailableError(RuntimeError):
     """The requested library or device cannot be used on this machine."""
 
 
-def host_rng(seed: int) -> np.random.Generator:
+def host_rng(seed: int | tuple[int, ...]) -> np.random.Generator:
     """Seeded host generator: the same draws on every backend (initial weights, permutations)."""
     return np.random.default_rng(seed)
 
@@ -198,19 +198,20 @@ class Backend:
                 return self.xp.asarray(host, dtype=dtype)
         if self.name == "array-api-strict":
             # array-api-strict accepts buffers, not NumPy arrays on other devices: go through CPU.
-            cpu = self.xp.asarray(np.ascontiguousarray(host))
+            cpu = self.xp.asarray(np.asarray(host, order="C"))
             return self.xp.asarray(self.xp.astype(cpu, dtype), device=self.device, copy=None)
         return self.xp.asarray(host, dtype=dtype, device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy a device array to a host NumPy array (the only way back to the host)."""
+        """Copy a device array to a new host NumPy array (the only way back to the host;
+        never a view of the device array, also on the CPU)."""
         if self.name == "cupy":
             return x.get()
         if self.name == "torch":
-            return x.detach().cpu().numpy()
+            return x.detach().cpu().numpy().copy()
         if self.name == "array-api-strict":
-            return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
-        return np.asarray(x)
+            return np.array(x.to_device(self.xp.Device("CPU_DEVICE")), copy=True)
+        return np.array(x, copy=True)
 
     def random(self, seed: int) -> DeviceRandom:
         """A seeded generator that creates arrays on this backend's device."""
@@ -319,7 +320,9 @@ def _torch_backend(device: str) -> Backend:
         if dev.index is None:
             dev = torch.device("cuda", 0)
         if dev.index >= torch.cuda.device_count():
-            raise BackendUnavailableError(f"{device} was requested but only {torch.cuda.device_count()} CUDA device(s) exist.")
+            raise BackendUnavailableError(
+                f"{device} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
     import array_api_compat.torch as xp
 
     return Backend("torch", xp, dev, "torch" if dev.type == "cpu" else f"torch:{dev}")
@@ -329,7 +332,9 @@ def _strict_backend(device: str) -> Backend:
     try:
         import array_api_strict as xp
     except ImportError as exc:
-        raise BackendUnavailableError("the array-api-strict backend needs array-api-strict: pip install array-api-strict.") from exc
+        raise BackendUnavailableError(
+            "the array-api-strict backend needs array-api-strict: pip install array-api-strict."
+        ) from exc
     try:
         dev = xp.Device(device)
     except ValueError as exc:
@@ -399,4 +404,3 @@ def available_backends() -> dict[str, str]:
         except (BackendUnavailableError, ValueError) as exc:
             found[spec] = str(exc)
     return found
-

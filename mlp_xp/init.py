@@ -8,7 +8,8 @@ the same seed (Thinc does the same on purpose). Biases start at zero.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Initializer = Callable[[Any, int, int], Any]
 

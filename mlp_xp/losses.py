@@ -7,10 +7,12 @@ range check of ``SoftmaxCrossEntropy``.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from typing import Any
 
+from array_api_compat import device
+
+from .arrays import Array, namespace, size
 from .layers.activations import sigmoid
-from .arrays import Array, size
 
 
 class Loss:
@@ -47,46 +49,46 @@ class SoftmaxCrossEntropy(Loss):
         self.check_labels = check_labels
 
     def forward(self, pred: Array, target: Array) -> Array:
-        xp = array_namespace(pred, target)
+        xp = _namespace(pred, target, "SoftmaxCrossEntropy")
         classes = pred.shape[-1]
         shifted = pred - xp.max(pred, axis=-1, keepdims=True)
         exp = xp.exp(shifted)
         total = xp.sum(exp, axis=-1, keepdims=True)
-        n = _batch_count(pred)
-        if xp.isdtype(target.dtype, "integral"):
-            if tuple(target.shape) != tuple(pred.shape[:-1]):
+        n = size(pred) // classes
+        if target.ndim == pred.ndim - 1:  # integer labels
+            if tuple(target.shape) != tuple(pred.shape[:-1]) or not xp.isdtype(target.dtype, "integral"):
                 raise ValueError(
-                    f"SoftmaxCrossEntropy: labels of shape {tuple(target.shape)} do not match logits of shape "
-                    f"{tuple(pred.shape)} (expected labels of shape {tuple(pred.shape[:-1])})."
+                    f"SoftmaxCrossEntropy: labels of shape {tuple(target.shape)} and dtype {target.dtype} do not fit "
+                    f"logits of shape {tuple(pred.shape)} (expected integer labels of shape {tuple(pred.shape[:-1])})."
                 )
             if self.check_labels and bool(xp.any((target < 0) | (target >= classes))):
                 raise ValueError(
                     f"SoftmaxCrossEntropy: labels must lie in [0, {classes}) for {classes} logits; "
                     f"got values from {int(xp.min(target))} to {int(xp.max(target))}."
                 )
-            picked = xp.take_along_axis(shifted, xp.expand_dims(target, axis=-1), axis=-1)
-            loss = xp.sum(xp.log(total) - picked) / n
-            # softmax - onehot without materialising the one-hot: subtract 1 at the label
-            hit = xp.expand_dims(target, axis=-1) == xp.arange(classes, dtype=target.dtype, device=device(target))
-            self._grad = xp.where(hit, exp / total - 1.0, exp / total)
-        else:
-            if tuple(target.shape) != tuple(pred.shape):
-                raise ValueError(
-                    f"SoftmaxCrossEntropy: one-hot targets of shape {tuple(target.shape)} do not match logits of shape {tuple(pred.shape)}."
-                )
-            loss = xp.sum(target * (xp.log(total) - shifted)) / n
-            self._grad = exp / total - target
-        self._grad /= n
+            # this batch's one-hot as a float mask (batch..., C), from one comparison
+            class_ids = xp.arange(classes, dtype=target.dtype, device=device(target))
+            target = xp.astype(target[..., None] == class_ids, pred.dtype)
+        elif tuple(target.shape) != tuple(pred.shape):
+            raise ValueError(
+                f"SoftmaxCrossEntropy: one-hot targets of shape {tuple(target.shape)} "
+                f"do not match logits of shape {tuple(pred.shape)}."
+            )
+        loss = xp.sum(target * (xp.log(total) - shifted)) / n
+        grad = exp / total
+        grad -= target
+        grad *= 1.0 / n
+        self._grad = grad
         return loss
 
     def backward(self) -> Array:
         return self._grad
 
     def correct(self, pred: Array, target: Array) -> Array:
-        xp = array_namespace(pred, target)
-        if not xp.isdtype(target.dtype, "integral"):
+        xp = namespace(pred)
+        if target.ndim == pred.ndim:  # one-hot or probabilities
             target = xp.argmax(target, axis=-1)
-        return xp.sum(xp.astype(xp.argmax(pred, axis=-1) == target, xp.int32))
+        return xp.count_nonzero(xp.argmax(pred, axis=-1) == target)
 
 
 class MSE(Loss):
@@ -94,13 +96,15 @@ class MSE(Loss):
     the gradient is ``2 (pred - target) / size``."""
 
     def forward(self, pred: Array, target: Array) -> Array:
-        xp = array_namespace(pred, target)
+        xp = _namespace(pred, target, "MSE")
         if tuple(pred.shape) != tuple(target.shape):
-            raise ValueError(f"MSE: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}.")
+            raise ValueError(
+                f"MSE: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}."
+            )
         diff = pred - target
-        size = size(pred)
-        self._grad = diff * (2.0 / size)
-        return xp.sum(diff * diff) / size
+        count = size(pred)
+        self._grad = diff * (2.0 / count)
+        return xp.sum(diff * diff) / count
 
     def backward(self) -> Array:
         return self._grad
@@ -121,7 +125,7 @@ class BinaryCrossEntropy(Loss):
         self.eps = eps
 
     def forward(self, pred: Array, target: Array) -> Array:
-        xp = array_namespace(pred, target)
+        xp = _namespace(pred, target, "BinaryCrossEntropy")
         target = _as_pred_shape(xp, pred, target, "BinaryCrossEntropy")
         n = size(pred)
         if self.from_logits:
@@ -137,22 +141,29 @@ class BinaryCrossEntropy(Loss):
         return self._grad
 
     def correct(self, pred: Array, target: Array) -> Array:
-        xp = array_namespace(pred, target)
+        xp = namespace(pred)
         target = _as_pred_shape(xp, pred, target, "BinaryCrossEntropy")
         threshold = 0.0 if self.from_logits else 0.5
-        return xp.sum(xp.astype((pred > threshold) == (target > 0.5), xp.int32))
+        return xp.count_nonzero((pred > threshold) == (target > 0.5))
 
 
-def _as_pred_shape(xp, pred: Array, target: Array, name: str) -> Array:
+def _namespace(pred: Array, target: Array, name: str) -> Any:
+    """Namespace of ``pred`` after checking that ``target`` is an array of the same library."""
+    if type(target) is not type(pred):
+        raise TypeError(
+            f"{name}: predictions are {type(pred).__module__}.{type(pred).__name__} but targets are "
+            f"{type(target).__module__}.{type(target).__name__}; put both on the same backend."
+        )
+    return namespace(pred)
+
+
+def _as_pred_shape(xp: Any, pred: Array, target: Array, name: str) -> Array:
     """Targets of shape (batch...) for predictions of shape (batch..., 1), cast to pred's dtype."""
     if tuple(target.shape) != tuple(pred.shape):
         if pred.shape[-1] == 1 and tuple(target.shape) == tuple(pred.shape[:-1]):
             target = xp.expand_dims(target, axis=-1)
         else:
-            raise ValueError(f"{name}: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}.")
+            raise ValueError(
+                f"{name}: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}."
+            )
     return xp.astype(target, pred.dtype)
-
-
-def _batch_count(pred: Array) -> int:
-    return size(pred) // pred.shape[-1]
-

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
 
-from .backend import Backend, get_backend, host_rng
 from .arrays import Array, size
+from .backend import Backend, get_backend, host_rng
 from .layers.base import Layer
 
 
@@ -168,7 +168,9 @@ class Sequential:
 
     def summary(self, in_features: int | None = None) -> str:
         """A table of layers, output shapes and parameter counts."""
-        in_features = in_features or getattr(self.layers[0], "in_features", None) or getattr(self.layers[0], "num_features", None)
+        in_features = (
+            in_features or getattr(self.layers[0], "in_features", None) or getattr(self.layers[0], "num_features", None)
+        )
         rows = [("layer", "type", "output", "params")]
         width = in_features
         for layer in self.layers:

@@ -12,11 +12,10 @@ on the parameters' device. ``step()`` may modify the gradients in place.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from array_api_compat import array_namespace
-
-from .arrays import Array
+from .arrays import Array, namespace
 
 Schedule = Callable[[int], float]
 """Maps a 0-based epoch to a factor on the base learning rate."""
@@ -30,8 +29,14 @@ class Optimizer:
 
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, model: Any, lr: float, weight_decay: float = 0.0, decay_all: bool = False,
-                 schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        lr: float,
+        weight_decay: float = 0.0,
+        decay_all: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}.")
         if weight_decay < 0:
@@ -76,7 +81,7 @@ class Optimizer:
     def _buffer(self, which: str, name: str, like: Array) -> Array:
         store = self.state[which]
         if name not in store:
-            store[name] = array_namespace(like).zeros_like(like)
+            store[name] = namespace(like).zeros_like(like)
         return store[name]
 
     def state_arrays(self) -> dict[str, Array]:
@@ -97,8 +102,16 @@ class SGD(Optimizer):
 
     state_names = ("momentum",)
 
-    def __init__(self, model: Any, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, decay_all: bool = False, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        decay_all: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
         super().__init__(model, lr, weight_decay, decay_all, schedule)
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0.")
@@ -115,7 +128,11 @@ class SGD(Optimizer):
                 grad += self.momentum * velocity
             else:
                 grad = velocity
-        param -= self.lr * grad
+        if grad is velocity if self.momentum else False:
+            param -= self.lr * grad
+        else:
+            grad *= self.lr  # the gradient is ours to scale: no temporary
+            param -= grad
         return param
 
 
@@ -124,14 +141,22 @@ class Adam(Optimizer):
 
     state_names = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, model: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decay_all: bool = False, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decay_all: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
         super().__init__(model, lr, weight_decay, decay_all, schedule)
         self.betas = betas
         self.eps = eps
 
     def _update(self, name: str, param: Array, grad: Array) -> Array:
-        xp = array_namespace(param)
+        xp = namespace(param)
         beta1, beta2 = self.betas
         m = self._buffer("exp_avg", name, param)
         v = self._buffer("exp_avg_sq", name, param)
@@ -153,8 +178,16 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): ``p ← p·(1 − lr·λ)`` before
     the Adam step. Default ``weight_decay=0.01`` as in torch."""
 
-    def __init__(self, model: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, decay_all: bool = False, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        decay_all: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
         super().__init__(model, lr, betas, eps, weight_decay, decay_all, schedule)
 
     def _apply_decay(self, param: Array, grad: Array) -> Array:

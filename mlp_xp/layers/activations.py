@@ -1,10 +1,12 @@
-"""Element-wise activations and softmax. Each caches its output (or input) for ``backward``."""
+"""Element-wise activations and softmax. Each caches its output (or a mask) for ``backward``.
+
+Masks are applied as ``dy * astype(mask, dtype)``: standard (no bool-float mixing) and, on
+NumPy, an order of magnitude faster than ``where`` with a scalar branch.
+"""
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
-from ..arrays import Array
+from ..arrays import Array, namespace
 from .base import Layer
 
 
@@ -12,11 +14,11 @@ class ReLU(Layer):
     """``y = max(x, 0)``; ``dx = dy`` where ``y > 0``, else 0."""
 
     def forward(self, x: Array) -> Array:
-        self._y = array_namespace(x).maximum(x, 0.0)
+        self._y = namespace(x).maximum(x, 0.0)
         return self._y
 
     def backward(self, dy: Array) -> Array:
-        return array_namespace(dy).where(self._y > 0, dy, 0.0)
+        return dy * namespace(dy).astype(self._y > 0, dy.dtype)
 
 
 class LeakyReLU(Layer):
@@ -30,11 +32,15 @@ class LeakyReLU(Layer):
         return f"LeakyReLU({self.negative_slope})"
 
     def forward(self, x: Array) -> Array:
-        self._x = x
-        return array_namespace(x).where(x > 0, x, self.negative_slope * x)
+        # slope factor: 1 where x > 0, negative_slope elsewhere; also the local derivative
+        factor = namespace(x).astype(x > 0, x.dtype)
+        factor *= 1.0 - self.negative_slope
+        factor += self.negative_slope
+        self._factor = factor
+        return x * factor
 
     def backward(self, dy: Array) -> Array:
-        return array_namespace(dy).where(self._x > 0, dy, self.negative_slope * dy)
+        return dy * self._factor
 
 
 class Sigmoid(Layer):
@@ -53,7 +59,7 @@ class Tanh(Layer):
     """``y = tanh(x)``; ``dx = dy · (1 - y²)``."""
 
     def forward(self, x: Array) -> Array:
-        self._y = array_namespace(x).tanh(x)
+        self._y = namespace(x).tanh(x)
         return self._y
 
     def backward(self, dy: Array) -> Array:
@@ -73,21 +79,22 @@ class Softmax(Layer):
         return self._y
 
     def backward(self, dy: Array) -> Array:
-        xp = array_namespace(dy)
+        xp = namespace(dy)
         y = self._y
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
 
 
 def sigmoid(x: Array) -> Array:
-    """Numerically stable logistic function (no overflow for large ``|x|``)."""
-    xp = array_namespace(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """Logistic function as ``(1 + tanh(x/2)) / 2``: exact, and no overflow for any ``x``."""
+    y = namespace(x).tanh(0.5 * x)
+    y += 1.0
+    y *= 0.5
+    return y
 
 
 def softmax(x: Array) -> Array:
     """Softmax over the last axis, shifted by the row maximum for stability."""
-    xp = array_namespace(x)
+    xp = namespace(x)
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
     e /= xp.sum(e, axis=-1, keepdims=True)
     return e

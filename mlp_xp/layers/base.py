@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
-from ..arrays import Array
+from ..arrays import Array, namespace
 
 
 class Layer:
@@ -56,17 +56,15 @@ class Layer:
             raise ValueError(
                 f"layer {self.name!r} ({self!r}) expects input of shape (..., {features}), got {tuple(x.shape)}."
             )
-        try:
-            xp = array_namespace(x, reference)
-        except TypeError:
+        if type(x) is not type(reference):
             raise TypeError(
                 f"layer {self.name!r} got a {type(x).__module__}.{type(x).__name__} input but its parameters are "
                 f"{type(reference).__module__}.{type(reference).__name__}: move the input to the model's backend."
-            ) from None
+            )
         if x.dtype != reference.dtype:
             raise TypeError(f"layer {self.name!r} got {x.dtype} input but its parameters are {reference.dtype}.")
         if device(x) != device(reference):
             raise ValueError(
                 f"layer {self.name!r} got input on device {device(x)} but its parameters are on {device(reference)}."
             )
-        return xp
+        return namespace(x)

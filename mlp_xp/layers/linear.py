@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
+from ..arrays import Array, namespace
 from ..init import Initializer, get_initializer
-from ..arrays import Array
 from .base import Layer
 
 
@@ -24,7 +22,9 @@ class Linear(Layer):
     def __init__(self, in_features: int, out_features: int, init: str | Initializer = "he", **init_kwargs: Any):
         super().__init__()
         if in_features < 1 or out_features < 1:
-            raise ValueError(f"Linear needs positive sizes, got in_features={in_features}, out_features={out_features}.")
+            raise ValueError(
+                f"Linear needs positive sizes, got in_features={in_features}, out_features={out_features}."
+            )
         self.in_features = in_features
         self.out_features = out_features
         self.initializer = get_initializer(init, **init_kwargs)
@@ -56,7 +56,7 @@ class Linear(Layer):
         x, weight = self._x, self.params["weight"]
         if x is None:
             raise RuntimeError(f"layer {self.name!r}: backward() called before forward().")
-        xp = array_namespace(dy)
+        xp = namespace(dy)
         x2, dy2 = x, dy
         if x.ndim > 2:  # fold extra leading batch dimensions into one
             x2 = xp.reshape(x, (-1, self.in_features))

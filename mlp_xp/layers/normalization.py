@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
-from ..arrays import Array
+from ..arrays import Array, namespace
 from .base import Layer
 
 
@@ -62,7 +60,7 @@ class BatchNorm(Layer):
         return self._xhat * self.params["gamma"] + self.params["beta"]
 
     def backward(self, dy: Array) -> Array:
-        xp = array_namespace(dy)
+        xp = namespace(dy)
         xhat = self._xhat
         axes = tuple(range(dy.ndim - 1))
         self.grads["gamma"] = xp.sum(dy * xhat, axis=axes)
@@ -71,6 +69,4 @@ class BatchNorm(Layer):
         if not self.training:
             return dxhat * self._inv_std
         # dx = inv_std · (dxhat - mean(dxhat) - xhat · mean(dxhat · xhat)), means over the batch
-        return self._inv_std * (
-            dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes)
-        )
+        return self._inv_std * (dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes))

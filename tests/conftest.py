@@ -1,0 +1,85 @@
+"""Shared fixtures: the backend matrix.
+
+``backend`` runs a test once per spec in ``BACKEND_SPECS`` (numpy, array-api-strict on its CPU
+device, on the emulated ``device1`` and on the float32-only ``no_float64`` device, torch on the
+CPU, CuPy); ``backend64`` runs it on the float64-capable CPU specs. A backend that this
+machine cannot provide (torch not installed, no CUDA device) is skipped with the reason.
+
+``--backend SPEC[,SPEC...]`` replaces the matrix, e.g. on a GPU machine::
+
+    pytest --backend cuda,torch:cuda
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import mlp_xp
+
+BACKEND_SPECS = (
+    "numpy",
+    "array-api-strict",
+    "array-api-strict:device1",
+    "array-api-strict:no_float64",
+    "torch",
+    "cuda",
+)
+BACKEND64_SPECS = ("numpy", "array-api-strict", "array-api-strict:device1")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        action="store",
+        default=None,
+        metavar="SPECS",
+        help="comma-separated backend specs replacing the test matrix, e.g. 'cuda,torch:cuda'.",
+    )
+
+
+def _selected_specs(config: pytest.Config) -> list[str] | None:
+    option = config.getoption("--backend")
+    if not option:
+        return None
+    return [spec.strip() for spec in option.split(",") if spec.strip()]
+
+
+def _supports_float64(spec: str) -> bool:
+    return "no_float64" not in spec
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    selected = _selected_specs(metafunc.config)
+    if "backend" in metafunc.fixturenames:
+        specs = selected if selected is not None else list(BACKEND_SPECS)
+        metafunc.parametrize("backend", specs, indirect=True, ids=specs)
+    if "backend64" in metafunc.fixturenames:
+        specs = [s for s in selected if _supports_float64(s)] if selected is not None else list(BACKEND64_SPECS)
+        metafunc.parametrize("backend64", specs, indirect=True, ids=specs)
+
+
+def resolve_backend(spec: str) -> mlp_xp.Backend:
+    """The backend for ``spec``, or a pytest skip naming why this machine cannot provide it."""
+    if spec.split(":")[0] == "torch":
+        pytest.importorskip("torch", reason="torch is not installed")
+    try:
+        return mlp_xp.get_backend(spec)
+    except mlp_xp.BackendUnavailableError as exc:
+        pytest.skip(f"backend {spec!r} unavailable: {exc}")
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> mlp_xp.Backend:
+    """Every backend of the matrix (see module docstring)."""
+    return resolve_backend(request.param)
+
+
+@pytest.fixture
+def backend64(request: pytest.FixtureRequest) -> mlp_xp.Backend:
+    """Backends that support float64, for gradient checks."""
+    return resolve_backend(request.param)
+
+
+@pytest.fixture
+def numpy_backend() -> mlp_xp.Backend:
+    return mlp_xp.get_backend("numpy")

@@ -1,0 +1,394 @@
+"""Backend selection, the CUDA probe and its messages, device random generators, transfers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from array_api_compat import device as array_device
+
+import mlp_xp
+from mlp_xp.backend import SPECS, BackendUnavailableError, get_backend
+
+CUDA_FAMILIES = ("cuda", "cupy", "torch:cuda")
+
+
+def gpu_present() -> bool:
+    """True when CuPy sees at least one usable CUDA device."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def torch_cuda_present() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def supports_float64(backend: mlp_xp.Backend) -> bool:
+    return "no_float64" not in backend.spec
+
+
+@pytest.fixture(autouse=True)
+def _no_device_env(monkeypatch):
+    monkeypatch.delenv("MLP_XP_DEVICE", raising=False)
+
+
+# -- selection -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_spec_resolves_or_is_unavailable(spec):
+    concrete = spec.replace(":N", ":0")
+    if spec.startswith("torch"):
+        pytest.importorskip("torch")
+    try:
+        backend = get_backend(concrete)
+    except BackendUnavailableError as exc:
+        assert concrete.startswith(CUDA_FAMILIES), f"{concrete!r} should be available on every machine: {exc}"
+        if concrete.startswith("torch"):
+            assert not torch_cuda_present()
+        else:
+            assert not gpu_present()
+        assert str(exc)
+        return
+    assert isinstance(backend, mlp_xp.Backend)
+    # the spec a backend reports turns back into the same library and device
+    again = get_backend(backend.spec)
+    assert again.name == backend.name
+    assert again.spec == backend.spec
+    assert again.device == backend.device
+    x = backend.asarray(np.arange(3.0, dtype=np.float32), "float32")
+    assert array_device(x) == backend.device
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ("numpy", "numpy"),
+        ("cpu", "numpy"),
+        (" NumPy ", "numpy"),
+        ("array-api-strict", "array-api-strict"),
+        ("array-api-strict:device1", "array-api-strict"),
+        ("array-api-strict:no_float64", "array-api-strict"),
+    ],
+)
+def test_spec_names_library(spec, name):
+    backend = get_backend(spec)
+    assert backend.name == name
+    assert backend.xp.__name__.endswith(("numpy", "array_api_strict"))
+
+
+def test_strict_devices_differ():
+    cpu, dev1 = get_backend("array-api-strict"), get_backend("array-api-strict:device1")
+    assert cpu.device != dev1.device
+    assert cpu.spec == "array-api-strict"
+    assert dev1.spec == "array-api-strict:device1"
+    assert str(dev1.device).find("device1") >= 0
+
+
+def test_torch_specs():
+    pytest.importorskip("torch")
+    import torch
+
+    for spec in ("torch", "torch:cpu"):
+        backend = get_backend(spec)
+        assert backend.name == "torch"
+        assert backend.device == torch.device("cpu")
+        assert backend.spec == "torch"
+
+
+def test_backend_passes_through():
+    backend = get_backend("numpy")
+    assert get_backend(backend) is backend
+
+
+@pytest.mark.parametrize("spec", ["tpu", "gpu", "numpy:1", "jax", ""])
+def test_unknown_spec_lists_valid_specs(spec):
+    with pytest.raises(ValueError) as info:
+        get_backend(spec)
+    message = str(info.value)
+    assert "unknown" in message
+    for valid in SPECS:
+        assert valid in message
+
+
+def test_unknown_strict_device():
+    with pytest.raises(ValueError, match="device1"):
+        get_backend("array-api-strict:device9")
+
+
+def test_cuda_index_must_be_a_number():
+    with pytest.raises(ValueError, match="must be a number"):
+        get_backend("cuda:first")
+
+
+# -- the CUDA probe ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "cupy", "cupy:1"])
+def test_cuda_without_cupy_installed(monkeypatch, spec):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(BackendUnavailableError) as info:
+        get_backend(spec)
+    message = str(info.value)
+    assert "CuPy is not installed" in message
+    assert 'pip install "mlp-xp[cuda12]"' in message
+    assert "--device auto" in message
+
+
+def test_cuda_with_cupy_but_no_gpu():
+    pytest.importorskip("cupy", reason="CuPy not installed")
+    if gpu_present():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(BackendUnavailableError) as info:
+        get_backend("cuda")
+    message = str(info.value)
+    assert "no usable CUDA device" in message
+    assert "--device auto" in message
+
+
+def test_cuda_probe_failure_is_reported(monkeypatch):
+    """A CuPy whose device query fails (no driver) gives the 'no usable CUDA device' error."""
+    import types
+
+    class FakeRuntimeError(RuntimeError):
+        pass
+
+    def count():
+        raise FakeRuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=count))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(BackendUnavailableError, match="no usable CUDA device") as info:
+        get_backend("cuda")
+    assert "FakeRuntimeError" in str(info.value)
+    assert "--device auto" in str(info.value)
+    assert get_backend("auto").name == "numpy"
+
+
+def test_cuda_index_beyond_device_count(monkeypatch):
+    import types
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(BackendUnavailableError, match=r"device 3 .* 1 CUDA device"):
+        get_backend("cuda:3")
+
+
+def test_torch_cuda_without_gpu():
+    pytest.importorskip("torch")
+    if torch_cuda_present():
+        pytest.skip("torch sees a CUDA device")
+    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
+        get_backend("torch:cuda")
+
+
+def test_torch_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(BackendUnavailableError, match=r"mlp-xp\[torch\]"):
+        get_backend("torch")
+
+
+def test_auto_falls_back_to_numpy_without_gpu():
+    if gpu_present():
+        assert get_backend("auto").name == "cupy"
+    else:
+        backend = get_backend("auto")
+        assert backend.name == "numpy"
+        assert backend.spec == "numpy"
+    assert get_backend().name == get_backend("auto").name
+
+
+def test_auto_without_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert get_backend("auto").name == "numpy"
+
+
+def test_env_variable_replaces_auto(monkeypatch):
+    monkeypatch.setenv("MLP_XP_DEVICE", "array-api-strict:device1")
+    assert get_backend("auto").spec == "array-api-strict:device1"
+    # an explicit spec wins over the variable
+    assert get_backend("numpy").name == "numpy"
+
+
+def test_available_backends():
+    result = mlp_xp.available_backends()
+    assert result["numpy"] == "ok"
+    assert result["array-api-strict"] == "ok"
+    assert set(result) >= {"numpy", "cuda", "torch", "torch:cuda", "array-api-strict"}
+    if not gpu_present():
+        assert result["cuda"] != "ok"
+        with pytest.raises(BackendUnavailableError) as info:
+            get_backend("cuda")
+        assert result["cuda"] == str(info.value)
+
+
+# -- random generators ---------------------------------------------------------------------
+
+
+def _dtypes(backend):
+    return ("float32", "float64") if supports_float64(backend) else ("float32",)
+
+
+def test_random_same_seed_same_arrays(backend):
+    for dtype in _dtypes(backend):
+        a, b, c = backend.random(7), backend.random(7), backend.random(8)
+        for method in ("normal", "uniform"):
+            first = getattr(a, method)((3, 4), dtype)
+            second = getattr(b, method)((3, 4), dtype)
+            other = getattr(c, method)((3, 4), dtype)
+            for x in (first, second, other):
+                assert x.dtype == backend.dtype(dtype)
+                assert array_device(x) == backend.device
+                assert tuple(x.shape) == (3, 4)
+            np.testing.assert_array_equal(backend.to_numpy(first), backend.to_numpy(second))
+            assert not np.array_equal(backend.to_numpy(first), backend.to_numpy(other))
+        # successive draws of one generator differ
+        assert not np.array_equal(backend.to_numpy(a.uniform((5,), dtype)), backend.to_numpy(a.uniform((5,), dtype)))
+
+
+def test_random_distributions(backend):
+    rng = backend.random(0)
+    u = backend.to_numpy(rng.uniform((20000,)))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.01
+    z = backend.to_numpy(rng.normal((20000,)))
+    assert abs(z.mean()) < 0.03
+    assert abs(z.std() - 1.0) < 0.03
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.7])
+def test_bernoulli_mask(backend, keep):
+    mask = backend.random(3).bernoulli_mask((200, 250), keep, "float32")
+    assert mask.dtype == backend.xp.float32
+    assert array_device(mask) == backend.device
+    host = backend.to_numpy(mask)
+    assert set(np.unique(host)) <= {0.0, 1.0}
+    assert abs(host.mean() - keep) < 0.01
+
+
+def test_permutation(backend):
+    perm = backend.random(4).permutation(1000)
+    assert perm.dtype == backend.xp.int64
+    assert array_device(perm) == backend.device
+    host = backend.to_numpy(perm)
+    np.testing.assert_array_equal(np.sort(host), np.arange(1000))
+    assert not np.array_equal(host, np.arange(1000))
+    np.testing.assert_array_equal(host, backend.to_numpy(backend.random(4).permutation(1000)))
+    # usable as an index array on the same device (array-api-strict insists)
+    x = backend.asarray(np.arange(1000, dtype=np.float32) * 2, "float32")
+    np.testing.assert_array_equal(backend.to_numpy(backend.xp.take(x, perm, axis=0)), host * 2)
+
+
+def test_host_drawn_random_identical_across_backends(backend):
+    reference = mlp_xp.backend.HostDrawnRandom(get_backend("numpy"), seed=5)
+    mine = mlp_xp.backend.HostDrawnRandom(backend, seed=5)
+    for _ in range(2):
+        expected = reference.bernoulli_mask((30, 40), 0.6)
+        got = mine.bernoulli_mask((30, 40), 0.6)
+        assert array_device(got) == backend.device
+        np.testing.assert_array_equal(backend.to_numpy(got), expected)
+    np.testing.assert_array_equal(backend.to_numpy(mine.permutation(50)), reference.permutation(50))
+
+
+def test_host_rng_is_seeded():
+    a = mlp_xp.backend.host_rng(3).standard_normal(5)
+    b = mlp_xp.backend.host_rng(3).standard_normal(5)
+    np.testing.assert_array_equal(a, b)
+
+
+# -- transfers and facts -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "int32", "bool"])
+def test_asarray_to_numpy_round_trip(backend, dtype):
+    if dtype == "float64" and not supports_float64(backend):
+        pytest.skip("float32-only device")
+    host = (np.arange(-6, 6).reshape(3, 4) * 1.25).astype(dtype)
+    x = backend.asarray(host)
+    assert x.dtype == backend.dtype(dtype)
+    assert array_device(x) == backend.device
+    back = backend.to_numpy(x)
+    assert isinstance(back, np.ndarray)
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, host)
+
+
+def test_asarray_converts_dtype_and_sequences(backend):
+    x = backend.asarray([[1, 2], [3, 4]], "float32")
+    assert x.dtype == backend.xp.float32
+    assert array_device(x) == backend.device
+    np.testing.assert_array_equal(backend.to_numpy(x), np.array([[1, 2], [3, 4]], dtype=np.float32))
+    y = backend.asarray(np.linspace(0, 1, 5), "float32")  # float64 host -> float32 device
+    assert y.dtype == backend.xp.float32
+    np.testing.assert_allclose(backend.to_numpy(y), np.linspace(0, 1, 5), rtol=1e-7)
+
+
+def test_to_numpy_does_not_alias_device_results(backend):
+    x = backend.asarray(np.zeros(3, dtype=np.float32))
+    y = x + 1.0
+    np.testing.assert_array_equal(backend.to_numpy(y), np.ones(3, dtype=np.float32))
+
+
+def test_dtype_lookup(backend):
+    assert backend.dtype("float32") == backend.xp.float32
+    assert backend.dtype(backend.xp.int64) == backend.xp.int64
+
+
+def test_describe(backend):
+    info = backend.describe()
+    assert info["backend"] == backend.name
+    assert info["spec"] == backend.spec
+    assert info["device"] == str(backend.device)
+    assert info["numpy"] == np.__version__
+    assert isinstance(info["version"], str) and info["version"] != "?"
+    assert isinstance(info["blas"], list)
+    json.dumps(info)  # plain data for benchmark records
+    if backend.name == "torch":
+        assert info["torch_threads"] >= 1
+    if backend.name == "cupy":
+        assert info["gpu"]
+
+
+def test_cpu_facts(backend):
+    backend.synchronize()
+    if backend.is_gpu:
+        assert backend.memory_in_use() >= 0
+    else:
+        assert backend.spec in ("numpy", "torch") or backend.name == "array-api-strict"
+        assert backend.memory_in_use() is None
+    assert backend.spec in repr(backend)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_asarray_keeps_zero_d_shape(backend, dtype):
+    host = np.asarray(3, dtype=dtype)
+    x = backend.asarray(host, dtype)
+    assert tuple(x.shape) == ()
+    back = backend.to_numpy(x)
+    assert back.shape == ()
+    assert back == 3
+    scalar = backend.asarray(2.5, "float32")  # a Python scalar too
+    assert tuple(scalar.shape) == ()
+
+
+def test_to_numpy_is_a_copy(backend):
+    """``to_numpy`` is documented as a copy: a host array taken before an in-place update
+    (as the optimizers do) must keep the old values on every backend, not only on GPUs."""
+    x = backend.asarray(np.zeros(3, dtype=np.float32))
+    before = backend.to_numpy(x)
+    x += 1.0
+    np.testing.assert_array_equal(before, np.zeros(3, dtype=np.float32))

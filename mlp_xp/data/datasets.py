@@ -1,0 +1,368 @@
+"""Datasets on the host: MNIST-style IDX files from disk or a mirror, and generated data.
+
+Every loader returns a ``Dataset`` of NumPy arrays: ``x`` is (N, D) and either uint8 pixel
+data (``scale`` = 1/255: the device loader multiplies by it after converting to float) or
+float32 features (``scale`` = 1.0); ``y`` is (N,) uint8 class indices in
+``[0, len(class_names))``.
+
+Where ``load_dataset`` looks for the four standard files (each raw or gzip-compressed):
+
+1. ``data_dir`` when given, and nowhere else;
+2. otherwise ``$MLP_XP_DATA`` (the directory ``$MLP_XP_DATA/<name>`` or ``$MLP_XP_DATA`` itself),
+   then the user cache ``pooch.os_cache("mlp_xp")/<name>``, then ``/usr/share/datasets/<name>``
+   (where Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST);
+3. if none holds all four files, it downloads the official ``.gz`` archives into the cache,
+   verified against their published MD5s.
+
+Files found on disk are checked for what can be checked: the sha256 of the decompressed content
+for Fashion-MNIST (Debian recompressed the archives, so archive hashes would not match), the
+dtype and shape of every file for both datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pooch
+
+from .idx import parse_idx, read_idx_bytes
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetIntegrityError",
+    "DatasetNotFoundError",
+    "cache_dir",
+    "candidate_dirs",
+    "disc",
+    "find_files",
+    "load_dataset",
+    "synthetic",
+    "train_val_split",
+]
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+"""The four standard files, without the optional ``.gz``: train images/labels, test images/labels."""
+
+DATA_ENV = "MLP_XP_DATA"
+SYSTEM_DIR = Path("/usr/share/datasets")
+DOWNLOAD_TIMEOUT = (5, 60)
+"""Seconds to wait for a mirror to accept the connection, then between received chunks."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is in none of the searched places and could not be downloaded."""
+
+
+class DatasetIntegrityError(ValueError):
+    """A dataset file has the wrong checksum, dtype or shape."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where to download a standard IDX dataset and how to check its files."""
+
+    url: str
+    md5: dict[str, str]
+    """Published MD5 of each ``<file>.gz`` archive on ``url``."""
+    sha256: dict[str, str] | None
+    """sha256 of each decompressed file; None: check dtype and shape only."""
+    class_names: tuple[str, ...]
+    n_train: int = 60000
+    n_test: int = 10000
+    image_shape: tuple[int, ...] = (28, 28)
+    apt_package: str | None = None
+
+
+SOURCES: dict[str, _Source] = {
+    "fashion-mnist": _Source(
+        url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        md5={
+            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        apt_package="dataset-fashion-mnist",
+    ),
+    "mnist": _Source(
+        url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        md5={
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        sha256=None,
+        class_names=tuple(str(i) for i in range(10)),
+    ),
+}
+"""The IDX datasets ``load_dataset`` knows. MNIST has no decompressed hashes: structure only."""
+
+DATASETS = tuple(SOURCES)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """A classification dataset on the host, split into training and test sets.
+
+    ``x_train`` (N, D) and ``x_test`` (M, D) are uint8 pixel data, to be scaled by 1/255 when
+    converted to float, or float32 features used as they are; ``scale`` says which. ``y_train``
+    (N,) and ``y_test`` (M,) are uint8 class indices into ``class_names``. ``source`` is the
+    directory the files came from, or a description of how the data was generated.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    name: str
+    source: str
+
+    def __post_init__(self) -> None:
+        where = f"{self.name} ({self.source})"
+        for part in ("train", "test"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if x.dtype not in (np.uint8, np.float32) or x.ndim != 2:
+                raise ValueError(f"{where}: x_{part} must be (N, D) uint8 or float32, got {x.dtype} {x.shape}")
+            if y.dtype != np.uint8 or y.shape != (len(x),):
+                raise ValueError(f"{where}: y_{part} must be uint8 of shape ({len(x)},), got {y.dtype} {y.shape}")
+            if len(y) and int(y.max()) >= len(self.class_names):
+                raise ValueError(f"{where}: y_{part} holds label {int(y.max())}, "
+                                 f"but there are {len(self.class_names)} class names")
+        if self.x_train.dtype != self.x_test.dtype or self.x_train.shape[1] != self.x_test.shape[1]:
+            raise ValueError(f"{where}: x_train {self.x_train.dtype} {self.x_train.shape} and "
+                             f"x_test {self.x_test.dtype} {self.x_test.shape} differ in dtype or features")
+
+    @property
+    def scale(self) -> float:
+        """Factor that turns ``x`` into features: 1/255 for uint8 pixels, 1.0 for float32."""
+        return 1.0 / 255.0 if self.x_train.dtype == np.uint8 else 1.0
+
+    @property
+    def n_features(self) -> int:
+        """D, the number of input features."""
+        return self.x_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        """The number of classes, ``len(class_names)``."""
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train {self.x_train.shape} {self.x_train.dtype}, "
+                f"test {self.x_test.shape} {self.x_test.dtype}, {self.n_classes} classes, from {self.source})")
+
+
+# -- IDX datasets on disk or from a mirror ---------------------------------------------------
+
+def cache_dir(name: str) -> Path:
+    """The user cache directory for dataset ``name``, where downloads go."""
+    return Path(pooch.os_cache("mlp_xp")) / name
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The directories searched for dataset ``name``, in order (see the module docstring).
+
+    A given ``data_dir`` is the only place searched: ``data_dir/<name>``, then ``data_dir``.
+    """
+    if data_dir is not None:
+        base = Path(data_dir).expanduser()
+        return [base / name, base]
+    dirs = []
+    env = os.environ.get(DATA_ENV)
+    if env:
+        dirs += [Path(env).expanduser() / name, Path(env).expanduser()]
+    dirs += [cache_dir(name), SYSTEM_DIR / name]
+    return list(dict.fromkeys(dirs))
+
+
+def find_files(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first of ``candidate_dirs(name, data_dir)`` that holds all four files, or None."""
+    return next((d for d in candidate_dirs(name, data_dir) if not _missing(d)), None)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
+    """Load ``"fashion-mnist"`` or ``"mnist"``: x (N, 784) uint8, y (N,) uint8; N = 60000 / 10000.
+
+    Searches ``candidate_dirs(name, data_dir)`` and, when no directory holds all four files and
+    neither ``data_dir`` is given nor ``download`` is False, downloads them into
+    ``cache_dir(name)``. Every file is verified: Fashion-MNIST by the sha256 of its decompressed
+    content, MNIST (whose decompressed hashes are not recorded here) by its dtype and shape only;
+    a fresh download is also checked against the archive MD5s the mirror publishes.
+
+    Raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) naming the places searched and the
+    remedies, and ``DatasetIntegrityError`` (a ``ValueError``) for a corrupt or foreign file.
+    """
+    source = _source(name)
+    directory = find_files(name, data_dir)
+    if directory is None:
+        if data_dir is not None or not download:
+            reason = "Only data_dir is searched when given" if data_dir is not None else "download=False"
+            raise DatasetNotFoundError(_not_found_message(name, data_dir, reason))
+        directory = _download(name, source, data_dir)
+    arrays = [_read_checked(directory, base, name, source) for base in FILES]
+    x_train, y_train, x_test, y_test = (a.reshape(len(a), -1) if a.ndim > 1 else a for a in arrays)
+    return Dataset(x_train, y_train, x_test, y_test, list(source.class_names), name, str(directory))
+
+
+def _source(name: str) -> _Source:
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[name]
+
+
+def _path(directory: Path, base: str) -> Path | None:
+    """``directory/base`` if it exists, else ``directory/base.gz`` if that exists, else None."""
+    return next((p for p in (directory / base, directory / f"{base}.gz") if p.is_file()), None)
+
+
+def _missing(directory: Path) -> list[str]:
+    """The standard files absent from ``directory`` (raw or gzip), in ``FILES`` order."""
+    return [base for base in FILES if _path(directory, base) is None]
+
+
+def _read_checked(directory: Path, base: str, name: str, source: _Source) -> np.ndarray:
+    """The array in ``directory``'s file ``base``, verified against ``source``."""
+    path = _path(directory, base)
+    data = read_idx_bytes(path)
+    if source.sha256 is not None:
+        actual, expected = hashlib.sha256(data).hexdigest(), source.sha256[base]
+        if actual != expected:
+            raise DatasetIntegrityError(
+                f"{path}: the sha256 of its decompressed content is {actual}, expected {expected} for "
+                f"{name}'s {base}; the file is corrupt or not the official one: replace or delete it")
+    array = parse_idx(data, str(path))
+    n = source.n_train if base.startswith("train") else source.n_test
+    shape = (n, *source.image_shape) if "images" in base else (n,)
+    if array.dtype != np.uint8 or array.shape != shape:
+        raise DatasetIntegrityError(f"{path}: expected uint8 of shape {shape} for {name}'s {base}, "
+                                    f"found {array.dtype} {array.shape}")
+    return array
+
+
+def _download(name: str, source: _Source, data_dir: str | os.PathLike | None) -> Path:
+    """Fetch the four archives into ``cache_dir(name)``; errors become dataset errors."""
+    target = cache_dir(name)
+    downloader = pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT, progressbar=False)
+    for base in FILES:
+        url = f"{source.url}{base}.gz"
+        try:
+            pooch.retrieve(url, known_hash=f"md5:{source.md5[base]}", fname=f"{base}.gz", path=target,
+                           downloader=downloader)
+        except ValueError as exc:
+            raise DatasetIntegrityError(f"{name}: the download of {url} failed verification: {exc}") from exc
+        except OSError as exc:
+            reason = f"Downloading {url} into {target} failed: {type(exc).__name__}: {exc}"
+            raise DatasetNotFoundError(_not_found_message(name, data_dir, reason)) from exc
+    return target
+
+
+def _not_found_message(name: str, data_dir: str | os.PathLike | None, reason: str) -> str:
+    """One message: every place searched and what it lacks, why there was no download, the remedies."""
+    searched = "\n".join(f"  {d} ({_lacks(d)})" for d in candidate_dirs(name, data_dir))
+    apt = SOURCES[name].apt_package
+    remedies = [f"on Debian/Ubuntu, `apt-get install {apt}` (installs into {SYSTEM_DIR / name})"] if apt else []
+    remedies.append(f"put the four files ({', '.join(f'{b}[.gz]' for b in FILES)}) in a directory DIR and pass "
+                    f"`--data-dir DIR` (data_dir=DIR in Python) or set `{DATA_ENV}=DIR`")
+    return f"dataset {name!r} not found. Searched:\n{searched}\n{reason}.\nTo fix: " + "; or ".join(remedies) + "."
+
+
+def _lacks(directory: Path) -> str:
+    """What ``directory`` lacks, for ``_not_found_message``."""
+    if not directory.is_dir():
+        return "does not exist"
+    missing = _missing(directory)
+    return "none of the four files" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
+
+
+# -- generated data ---------------------------------------------------------------------------
+
+_NOISE = 48.0
+"""Per-pixel noise std of ``synthetic``, in uint8 pixel units."""
+_SEPARATION = 5.0
+"""Typical distance between two class means of ``synthetic``, in noise stds."""
+
+
+def synthetic(n: int, d: int = 784, classes: int = 10, *, seed: int = 0, n_test: int | None = None) -> Dataset:
+    """A learnable stand-in for pixel data: x (n, d) uint8 in [0, 255], y (n,) uint8.
+
+    Each class has its own mean image (a shared grey level plus a random class offset); samples
+    add Gaussian noise and are rounded and clipped to uint8. Class means lie about
+    ``_SEPARATION`` noise stds apart whatever ``d``, so a nearest-mean classifier reaches about
+    95% for ``d = 784``. Labels are exactly balanced (``arange(n) % classes``, shuffled).
+    The test set (``n_test`` samples, default ``n // 6`` as in MNIST) shares the class means.
+    Identical for identical arguments.
+    """
+    n_test = n // 6 if n_test is None else n_test
+    if n < 1 or n_test < 0 or d < 1 or not 2 <= classes <= 256:
+        raise ValueError(f"synthetic needs n >= 1, n_test >= 0, d >= 1 and 2 <= classes <= 256; "
+                         f"got n={n}, n_test={n_test}, d={d}, classes={classes}")
+    rng = np.random.default_rng(seed)
+    grey = rng.uniform(96.0, 160.0, size=d).astype(np.float32)
+    offsets = rng.normal(0.0, _SEPARATION * _NOISE / math.sqrt(2 * d), size=(classes, d)).astype(np.float32)
+
+    def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.permutation(np.arange(m) % classes).astype(np.uint8)
+        x = rng.standard_normal((m, d), dtype=np.float32)
+        x *= _NOISE
+        x += offsets[y]
+        x += grey
+        np.clip(np.rint(x, out=x), 0, 255, out=x)
+        return x.astype(np.uint8), y
+
+    x_train, y_train = draw(n)
+    x_test, y_test = draw(n_test)
+    return Dataset(x_train, y_train, x_test, y_test, [str(c) for c in range(classes)], "synthetic",
+                   f"synthetic(n={n}, d={d}, classes={classes}, seed={seed}, n_test={n_test})")
+
+
+def disc(n: int, *, seed: int = 0, radius: float | None = None, n_test: int | None = None) -> Dataset:
+    """Points in a square, labelled by a disc: x (n, 2) float32, y (n,) uint8.
+
+    x is uniform in [-1, 1]^2; y is 1 ("inside") where ``x0**2 + x1**2 < radius**2``, computed
+    in float64 from the float32 coordinates, else 0 ("outside"). The default radius
+    ``sqrt(2 / pi)`` gives the disc half the square's area, so the classes are balanced in
+    expectation. x holds features, not pixels: ``scale`` is 1.0. ``n_test`` defaults to
+    ``n // 6``. Identical for identical arguments.
+    """
+    radius = math.sqrt(2.0 / math.pi) if radius is None else radius
+    n_test = n // 6 if n_test is None else n_test
+    if n < 1 or n_test < 0 or radius <= 0:
+        raise ValueError(f"disc needs n >= 1, n_test >= 0 and radius > 0; got n={n}, n_test={n_test}, radius={radius}")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, size=(n + n_test, 2)).astype(np.float32)
+    y = (np.sum(x.astype(np.float64) ** 2, axis=1) < radius**2).astype(np.uint8)
+    return Dataset(x[:n], y[:n], x[n:], y[n:], ["outside", "inside"], "disc",
+                   f"disc(n={n}, seed={seed}, radius={radius}, n_test={n_test})")
+
+
+def train_val_split(x: np.ndarray, y: np.ndarray, n_val: int,
+                    seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Split a training set into ``((x_train, y_train), (x_val, y_val))`` with ``n_val`` validation samples.
+
+    The validation samples are a seeded random subset (not stratified); both parts keep the
+    original order of their samples. Typical use: ``train_val_split(ds.x_train, ds.y_train, 10000)``
+    leaves ``ds.x_test`` untouched for the final evaluation.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+    if not 0 < n_val < len(x):
+        raise ValueError(f"n_val must be between 1 and {len(x) - 1} (the set has {len(x)} samples), got {n_val}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (x[train], y[train]), (x[val], y[val])

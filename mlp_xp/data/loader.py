@@ -1,0 +1,113 @@
+"""``DeviceLoader``: the dataset on the device once; shuffling and batching happen there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..arrays import Array
+from ..backend import Backend, get_backend, host_rng
+
+
+class DeviceLoader:
+    """Mini-batches ``(x, y)`` of a dataset that lives on ``backend``'s device.
+
+    ``x`` (N, D) and ``y`` (N,) are host arrays, uploaded once at construction. Integer pixel
+    data (uint8) stays uint8 on the device (a quarter of float32's memory and gather
+    traffic) and each batch is converted to ``dtype`` and multiplied by ``scale``
+    (default 1/255 for uint8, else 1); float features are stored in ``dtype`` directly.
+    Labels are stored as int64 (or ``dtype`` when they are floats, for regression targets).
+
+    With ``shuffle``, epoch ``e`` visits the samples in the order of a permutation drawn on
+    the host from ``seed`` and ``e`` (identical on every backend, and reproducible when a run
+    resumes at epoch ``e``), uploaded once per epoch; batches are gathered on the device
+    with ``take``. No other transfer happens while iterating.
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        backend: Backend | str = "auto",
+        *,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        dtype: str = "float32",
+        scale: float | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}.")
+        if len(x) == 0:
+            raise ValueError("the dataset is empty.")
+        if num_classes is not None:
+            _check_labels(y, num_classes)
+        self.backend = get_backend(backend)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        self.n = len(x)
+        pixels = x.dtype.kind in "ui"
+        self.dtype = self.backend.dtype(dtype)
+        self.scale = (
+            scale if scale is not None else (1.0 / 255.0 if x.dtype.kind == "u" and x.dtype.itemsize == 1 else 1.0)
+        )
+        self._convert = pixels or self.scale != 1.0
+        self.x = self.backend.asarray(x) if pixels else self.backend.asarray(x, dtype)
+        self.y = self.backend.asarray(y, "int64" if y.dtype.kind in "uib" else dtype)
+        if drop_last and self.n < batch_size:
+            raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch of {self.n} samples.")
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (rest > 0 and not self.drop_last)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples yielded per epoch (fewer than ``n`` with ``drop_last``)."""
+        return self.n - (self.n % self.batch_size if self.drop_last else 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffling order of a 0-based epoch (``fit`` calls this)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
+        xp, bs = self.backend.xp, self.batch_size
+        order = None
+        if self.shuffle:
+            order = self.backend.asarray(host_rng((self.seed, self.epoch)).permutation(self.n), "int64")
+        self.epoch += 1
+        for start in range(0, self.num_samples, bs):
+            stop = min(start + bs, self.n)
+            if order is None:
+                xb, yb = self.x[start:stop, ...], self.y[start:stop]
+            else:
+                index = order[start:stop]
+                xb, yb = xp.take(self.x, index, axis=0), xp.take(self.y, index, axis=0)
+            yield self._features(xb), yb
+
+    def _features(self, xb: Array) -> Array:
+        if not self._convert:
+            return xb
+        xb = self.backend.xp.astype(xb, self.dtype)
+        xb *= self.scale
+        return xb
+
+
+def _check_labels(y: Any, num_classes: int) -> None:
+    if y.dtype.kind not in "ui":
+        raise TypeError(f"class labels must be integers, got dtype {y.dtype}.")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        bad = int(((y < 0) | (y >= num_classes)).argmax())
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) for {num_classes} classes; found {int(y[bad])} at index {bad} "
+            f"(range {low}..{high})."
+        )

@@ -1,0 +1,258 @@
+"""The training loop: ``fit`` and ``evaluate``.
+
+Metrics stay on the device during an epoch: each step writes its loss into a device array
+(one small in-place write, no transfer) and adds its correct-prediction count to a device
+scalar. The host reads them once per epoch and at progress-bar refreshes (about twice a
+second), which is also where a non-finite loss is caught.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .arrays import Array
+from .data.loader import DeviceLoader
+from .losses import Loss
+from .model import Sequential
+from .optim import Optimizer
+
+__all__ = ["fit", "evaluate", "History", "Callback", "TrainingDiverged"]
+
+REFRESH_SECONDS = 0.5
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+class Callback(Protocol):
+    """Per-epoch hook. ``on_epoch_end`` gets the 0-based epoch and its stats (the dict that
+    goes into ``History``); returning True stops training after that epoch."""
+
+    def on_epoch_end(self, epoch: int, stats: dict[str, float], model: Sequential) -> bool | None: ...
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``test_loss``,
+    ``test_acc`` (None without a validation loader or accuracy), ``lr``, ``seconds``,
+    ``samples_per_s``. ``interrupted`` is set when Ctrl-C stopped the run."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def __getitem__(self, key: str) -> list[Any]:
+        return [record[key] for record in self.epochs]
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.epochs[-1]
+
+
+def evaluate(model: Sequential, loss: Loss, loader: DeviceLoader) -> dict[str, float | None]:
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (one host read)."""
+    was_training = model.layers[0].training
+    model.eval()
+    total, correct = _zeros_pair(loader)
+    has_accuracy = True
+    try:
+        for x, y in loader:
+            pred = model.forward(x)
+            total += loss.forward(pred, y) * x.shape[0]
+            count = loss.correct(pred, y)
+            if count is None:
+                has_accuracy = False
+            else:
+                correct += count
+    finally:
+        if was_training:
+            model.train()
+    n, backend = loader.num_samples, loader.backend
+    return {
+        "loss": float(backend.to_numpy(total)) / n,
+        "acc": float(backend.to_numpy(correct)) / n if has_accuracy else None,
+    }
+
+
+def fit(
+    model: Sequential,
+    loss: Loss,
+    optimizer: Optimizer,
+    train_loader: DeviceLoader,
+    *,
+    epochs: int,
+    val_loader: DeviceLoader | None = None,
+    callbacks: Iterable[Callback] = (),
+    progress: bool = True,
+    start_epoch: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> History:
+    """Train for ``epochs`` epochs (continuing at 0-based ``start_epoch`` when resuming).
+
+    Each epoch: set the learning rate from the optimizer's schedule, shuffle, run the steps
+    (forward, loss, backward, optimizer step), evaluate on ``val_loader``, log one line,
+    call the callbacks. Ctrl-C stops cleanly at the next step boundary (a second Ctrl-C
+    aborts at once) and returns the history with ``interrupted`` set. A NaN/inf loss
+    raises ``TrainingDiverged`` naming the epoch, step and last finite loss.
+    """
+    history = History()
+    callbacks = list(callbacks)
+    stop = _InterruptFlag()
+    with stop:
+        for epoch in range(start_epoch, epochs):
+            optimizer.set_epoch(epoch)
+            train_loader.set_epoch(epoch)
+            model.train()
+            started = time.perf_counter()
+            train_loss, train_acc, steps = _run_epoch(
+                model, loss, optimizer, train_loader, epoch, epochs, progress, stop
+            )
+            seconds = time.perf_counter() - started
+            if stop.raised:
+                history.interrupted = True
+                if log:
+                    log(f"interrupted in epoch {epoch + 1}/{epochs} after {steps} of {len(train_loader)} steps")
+                break
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": None,
+                "test_acc": None,
+                "lr": optimizer.lr,
+                "seconds": seconds,
+                "samples_per_s": train_loader.num_samples / seconds,
+            }
+            if val_loader is not None:
+                scores = evaluate(model, loss, val_loader)
+                record["test_loss"], record["test_acc"] = scores["loss"], scores["acc"]
+            history.epochs.append(record)
+            if log:
+                log(format_epoch(record, epochs))
+            if any([bool(cb.on_epoch_end(epoch, record, model)) for cb in callbacks]):
+                break
+    return history
+
+
+def format_epoch(record: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/10  loss 0.4267  train_acc 0.843  test_acc 0.861  12.3k samples/s``."""
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['train_loss']:.4f}"]
+    if record["train_acc"] is not None:
+        parts.append(f"train_acc {record['train_acc']:.3f}")
+    if record["test_loss"] is not None and record["test_acc"] is None:
+        parts.append(f"test_loss {record['test_loss']:.4f}")
+    if record["test_acc"] is not None:
+        parts.append(f"test_acc {record['test_acc']:.3f}")
+    parts.append(f"{record['samples_per_s'] / 1000:.1f}k samples/s")
+    return "  ".join(parts)
+
+
+def _run_epoch(model, loss, optimizer, loader, epoch, epochs, progress, stop):
+    """One pass over ``loader``; returns (mean loss, accuracy or None, steps run)."""
+    backend = loader.backend
+    xp = backend.xp
+    steps = len(loader)
+    losses = xp.zeros((steps,), dtype=backend.dtype(model.dtype), device=backend.device)
+    sizes: list[int] = []
+    _, correct = _zeros_pair(loader)
+    has_accuracy = True
+    bar = _progress_bar(loader, epoch, epochs) if progress else None
+    last_refresh = time.perf_counter()
+    step = 0
+    try:
+        for x, y in loader:
+            pred = model.forward(x)
+            losses[step] = loss.forward(pred, y)
+            model.backward(loss.backward())
+            optimizer.step()
+            count = loss.correct(pred, y)
+            if count is None:
+                has_accuracy = False
+            else:
+                correct += count
+            sizes.append(x.shape[0])
+            step += 1
+            if bar is not None:
+                bar.update(x.shape[0])
+                now = time.perf_counter()
+                if now - last_refresh >= REFRESH_SECONDS:
+                    last_refresh = now
+                    bar.set_postfix_str(f"loss {_mean_loss(backend, losses, sizes, epoch):.4f}", refresh=False)
+            if stop.raised:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if step == 0:
+        return math.nan, None, 0
+    mean = _mean_loss(backend, losses, sizes, epoch)
+    seen = sum(sizes)
+    return mean, (float(backend.to_numpy(correct)) / seen if has_accuracy else None), step
+
+
+def _mean_loss(backend, losses: Array, sizes: list[int], epoch: int) -> float:
+    """Sample-weighted mean of the first ``len(sizes)`` step losses (one host read);
+    raises ``TrainingDiverged`` at the first non-finite one."""
+    values = backend.to_numpy(losses[: len(sizes)])
+    finite = [math.isfinite(v) for v in values.tolist()]
+    if not all(finite):
+        bad = finite.index(False)
+        last = f"{values[bad - 1]:.4f} at step {bad}" if bad else "none in this epoch"
+        raise TrainingDiverged(
+            f"the loss became {values[bad]} at epoch {epoch + 1}, step {bad + 1}; last finite loss: {last}. "
+            "Lower the learning rate, or check the inputs for NaN/inf."
+        )
+    return float(sum(v * n for v, n in zip(values.tolist(), sizes)) / sum(sizes))
+
+
+def _zeros_pair(loader: DeviceLoader) -> tuple[Array, Array]:
+    """A float accumulator in the loader's dtype and an int64 counter, on its device."""
+    backend = loader.backend
+    xp = backend.xp
+    return (
+        xp.zeros((), dtype=loader.dtype, device=backend.device),
+        xp.zeros((), dtype=xp.int64, device=backend.device),
+    )
+
+
+def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=loader.num_samples,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="sample",
+        unit_scale=True,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=REFRESH_SECONDS,
+    )
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a flag the loop checks between steps (main thread only);
+    a second Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

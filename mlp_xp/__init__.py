@@ -5,10 +5,14 @@ array-api-strict; ``get_backend`` picks the library and device.
 """
 
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .data import Dataset, DatasetNotFoundError, DeviceLoader, disc, load_dataset, synthetic, train_val_split
 from .layers import BatchNorm, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
+from .mlp import make_mlp
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer, cosine_decay, exponential_decay, step_decay
+from .train import History, TrainingDiverged, evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -38,4 +42,19 @@ __all__ = [
     "step_decay",
     "exponential_decay",
     "cosine_decay",
+    "make_mlp",
+    "Dataset",
+    "DatasetNotFoundError",
+    "DeviceLoader",
+    "load_dataset",
+    "synthetic",
+    "disc",
+    "train_val_split",
+    "fit",
+    "evaluate",
+    "History",
+    "TrainingDiverged",
+    "save_checkpoint",
+    "load_checkpoint",
+    "restore",
 ]

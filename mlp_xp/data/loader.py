@@ -12,7 +12,8 @@ from ..backend import Backend, get_backend, host_rng
 class DeviceLoader:
     """Mini-batches ``(x, y)`` of a dataset that lives on ``backend``'s device.
 
-    ``x`` (N, D) and ``y`` (N,) are host arrays, uploaded once at construction. Integer pixel
+    ``x`` (N, D) and ``y`` (N,) are host arrays, uploaded once at construction; with
+    ``y=None`` the targets are the inputs themselves (autoencoders: batches ``(x, x)``). Integer pixel
     data (uint8) stays uint8 on the device (a quarter of float32's memory and gather
     traffic) and each batch is converted to ``dtype`` and multiplied by ``scale``
     (default 1/255 for uint8, else 1); float features are stored in ``dtype`` directly.
@@ -27,7 +28,7 @@ class DeviceLoader:
     def __init__(
         self,
         x: Any,
-        y: Any,
+        y: Any | None,
         backend: Backend | str = "auto",
         *,
         batch_size: int = 256,
@@ -40,11 +41,11 @@ class DeviceLoader:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
-        if len(x) != len(y):
+        if y is not None and len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}.")
         if len(x) == 0:
             raise ValueError("the dataset is empty.")
-        if num_classes is not None:
+        if num_classes is not None and y is not None:
             _check_labels(y, num_classes)
         self.backend = get_backend(backend)
         self.batch_size = batch_size
@@ -60,7 +61,7 @@ class DeviceLoader:
         )
         self._convert = pixels or self.scale != 1.0
         self.x = self.backend.asarray(x) if pixels else self.backend.asarray(x, dtype)
-        self.y = self.backend.asarray(y, "int64" if y.dtype.kind in "uib" else dtype)
+        self.y = None if y is None else self.backend.asarray(y, "int64" if y.dtype.kind in "uib" else dtype)
         if drop_last and self.n < batch_size:
             raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch of {self.n} samples.")
 
@@ -87,11 +88,13 @@ class DeviceLoader:
         for start in range(0, self.num_samples, bs):
             stop = min(start + bs, self.n)
             if order is None:
-                xb, yb = self.x[start:stop, ...], self.y[start:stop]
+                xb = self._features(self.x[start:stop, ...])
+                yb = xb if self.y is None else self.y[start:stop]
             else:
                 index = order[start:stop]
-                xb, yb = xp.take(self.x, index, axis=0), xp.take(self.y, index, axis=0)
-            yield self._features(xb), yb
+                xb = self._features(xp.take(self.x, index, axis=0))
+                yb = xb if self.y is None else xp.take(self.y, index, axis=0)
+            yield xb, yb
 
     def _features(self, xb: Array) -> Array:
         if not self._convert:

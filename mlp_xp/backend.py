@@ -128,24 +128,26 @@ class HostDrawnRandom(DeviceRandom):
 
 
 class _CupyRandom(DeviceRandom):
+    """cuRAND through ``cupy.random.RandomState`` (its ``Generator`` has no ``permutation``)."""
+
     def __init__(self, backend: Backend, seed: int) -> None:
         super().__init__(backend, seed)
         import cupy
 
         with backend.device:
-            self._rng = cupy.random.default_rng(seed)
+            self._state = cupy.random.RandomState(seed)
 
     def _normal(self, shape, dtype):
         with self.backend.device:
-            return self._rng.standard_normal(shape, dtype=dtype)
+            return self._state.standard_normal(shape, dtype=dtype)
 
     def _uniform(self, shape, dtype):
         with self.backend.device:
-            return self._rng.random(shape, dtype=dtype)
+            return self._state.random_sample(shape, dtype=dtype)
 
     def permutation(self, n):
         with self.backend.device:
-            return self.backend.xp.astype(self._rng.permutation(n), self.backend.xp.int64)
+            return self.backend.xp.astype(self._state.permutation(n), self.backend.xp.int64)
 
 
 class _TorchRandom(DeviceRandom):

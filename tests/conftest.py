@@ -1,4 +1,4 @@
-"""Shared fixtures: the backend matrix.
+"""Shared fixtures: the backend matrix and real data.
 
 ``backend`` runs a test once per spec in ``BACKEND_SPECS`` (numpy, array-api-strict on its CPU
 device, on the emulated ``device1`` and on the float32-only ``no_float64`` device, torch on the
@@ -8,9 +8,13 @@ machine cannot provide (torch not installed, no CUDA device) is skipped with the
 ``--backend SPEC[,SPEC...]`` replaces the matrix, e.g. on a GPU machine::
 
     pytest --backend cuda,torch:cuda
+
+``fashion_mnist`` loads the real data set from disk; it fails (not skips) under ``CI=true``.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -83,3 +87,18 @@ def backend64(request: pytest.FixtureRequest) -> mlp_xp.Backend:
 @pytest.fixture
 def numpy_backend() -> mlp_xp.Backend:
     return mlp_xp.get_backend("numpy")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> mlp_xp.Dataset:
+    """Fashion-MNIST from disk; missing data skips the test, or fails it when ``$CI`` is set."""
+    try:
+        return mlp_xp.load_dataset("fashion-mnist", download=False)
+    except mlp_xp.DatasetNotFoundError as exc:
+        if _in_ci():
+            pytest.fail(f"CI needs Fashion-MNIST on disk (apt-get install dataset-fashion-mnist): {exc}")
+        pytest.skip(f"Fashion-MNIST is not on disk: {exc}")

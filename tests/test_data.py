@@ -37,21 +37,6 @@ from mlp_xp.data.idx import read_idx_bytes
 FILES = datasets_module.FILES
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
-@pytest.fixture(scope="module")
-def fashion_mnist() -> Dataset:
-    """Fashion-MNIST from disk; missing data skips the test, or fails it when ``$CI`` is set."""
-    try:
-        return load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError as exc:
-        if _in_ci():
-            pytest.fail(f"CI needs Fashion-MNIST on disk (apt-get install dataset-fashion-mnist): {exc}")
-        pytest.skip(f"Fashion-MNIST is not on disk: {exc}")
-
-
 # -- IDX files ---------------------------------------------------------------------------------
 
 IDX_CASES = [

@@ -11,6 +11,7 @@ from .datasets import (
     disc,
     find_files,
     load_dataset,
+    load_idx_dir,
     synthetic,
     train_val_split,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "disc",
     "find_files",
     "load_dataset",
+    "load_idx_dir",
     "synthetic",
     "train_val_split",
     "read_idx",

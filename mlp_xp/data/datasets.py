@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import pooch
 
-from .idx import parse_idx, read_idx_bytes
+from .idx import parse_idx, read_idx, read_idx_bytes
 
 __all__ = [
     "DATASETS",
+    "load_idx_dir",
     "Dataset",
     "DatasetIntegrityError",
     "DatasetNotFoundError",
@@ -218,6 +219,27 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
     arrays = [_read_checked(directory, base, name, source) for base in FILES]
     x_train, y_train, x_test, y_test = (a.reshape(len(a), -1) if a.ndim > 1 else a for a in arrays)
     return Dataset(x_train, y_train, x_test, y_test, list(source.class_names), name, str(directory))
+
+
+def load_idx_dir(directory: str | os.PathLike, class_names: list[str] | None = None) -> Dataset:
+    """Your own data in the standard layout: the four IDX files of MNIST's names (raw or gzip)
+    in ``directory``, any number of samples, images of any shape flattened to (N, D).
+
+    Files are checked for structure only (uint8 images and labels, matching counts);
+    ``class_names`` default to ``"0"``, ``"1"``, ... up to the largest label.
+    """
+    directory = Path(directory)
+    missing = _missing(directory)
+    if missing:
+        raise DatasetNotFoundError(f"{directory} lacks {', '.join(missing)} (raw or .gz)")
+    x_train, y_train, x_test, y_test = (read_idx(_path(directory, base)) for base in FILES)
+    for base, array in zip(FILES, (x_train, y_train, x_test, y_test)):
+        if array.dtype != np.uint8:
+            raise DatasetIntegrityError(f"{directory / base}: expected uint8 data, found {array.dtype}")
+    if class_names is None:
+        class_names = [str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1)]
+    return Dataset(x_train.reshape(len(x_train), -1), y_train, x_test.reshape(len(x_test), -1), y_test,
+                   list(class_names), directory.name, str(directory))
 
 
 def _source(name: str) -> _Source:

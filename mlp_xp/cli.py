@@ -1,0 +1,382 @@
+"""The ``mlp-xp`` command: train, eval, predict, info, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .data import DatasetNotFoundError, DeviceLoader, load_dataset, load_idx_dir, synthetic, train_val_split
+from .losses import SoftmaxCrossEntropy
+from .mlp import ACTIVATIONS, make_mlp
+from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
+from .train import TrainingDiverged, evaluate, fit
+
+DATASETS = ("fashion-mnist", "mnist", "synthetic", "idx")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
+                   help="idx: the four MNIST-named IDX files of your own data in --data-dir")
+    p.add_argument(
+        "--data-dir",
+        help="directory holding the four IDX files (default: search $MLP_XP_DATA, the cache, /usr/share/datasets)",
+    )
+    p.add_argument("--synthetic-size", type=int, default=12000, help="training samples of --dataset synthetic")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N, torch, torch:cuda, array-api-strict[:device1]"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlp-xp", description="Train multilayer perceptrons on any Array API library."
+    )
+    parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an MLP classifier", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_data_args(t)
+    t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
+    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
+    t.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout probability after each hidden activation")
+    t.add_argument("--init", choices=("normal", "uniform", "he", "xavier"), default="he")
+    t.add_argument("--init-std", type=float, default=0.01, help="std of --init normal")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
+    t.add_argument("--lr", type=float, help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
+    t.add_argument("--momentum", type=float, default=0.0)
+    t.add_argument("--nesterov", action="store_true")
+    t.add_argument(
+        "--weight-decay", type=float, default=0.0, help="on weights only (L2 for sgd/adam, decoupled for adamw)"
+    )
+    t.add_argument(
+        "--lr-decay", choices=("none", "step", "exp", "cosine"), default="none", help="learning-rate schedule per epoch"
+    )
+    t.add_argument("--lr-gamma", type=float, default=0.5, help="factor of --lr-decay step/exp")
+    t.add_argument("--lr-step", type=int, default=1, help="epochs between --lr-decay step decays")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--no-shuffle", action="store_true")
+    t.add_argument(
+        "--val-split",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold out N training samples for per-epoch validation; test set evaluated once at the end",
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save", metavar="PATH", help="checkpoint after every epoch (and on Ctrl-C)")
+    t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
+    t.add_argument("--metrics-json", metavar="PATH", help="write config and per-epoch metrics as JSON")
+    t.add_argument("--plot", metavar="PATH.png", help="write loss/accuracy curves")
+    t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a test set")
+    e.add_argument("--load", required=True, metavar="PATH")
+    _add_data_args(e)
+    e.add_argument("--batch-size", type=int, default=1000)
+
+    p = sub.add_parser("predict", help="predict a few test images and draw them with their labels")
+    p.add_argument("--load", required=True, metavar="PATH")
+    _add_data_args(p)
+    p.add_argument("--count", type=int, default=16)
+    p.add_argument("--start", type=int, default=0, help="index of the first test image")
+    p.add_argument("--out", default="predictions.png", help="PNG grid of images with predicted/true names")
+
+    sub.add_parser("info", help="backends, devices, versions, BLAS threads and datasets found")
+
+    from .bench import add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="measure training epoch throughput per backend"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (BackendUnavailableError, DatasetNotFoundError, TrainingDiverged, ValueError, FileNotFoundError) as exc:
+        print(f"mlp-xp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- train ----------------------------------------------------------------------------------
+
+
+def _load_data(args: argparse.Namespace, seed: int):
+    if args.dataset == "synthetic":
+        return synthetic(args.synthetic_size, seed=seed, n_test=max(1, args.synthetic_size // 6))
+    if args.dataset == "idx":
+        if not args.data_dir:
+            raise ValueError("--dataset idx reads your own IDX files: give their directory with --data-dir.")
+        return load_idx_dir(args.data_dir)
+    return load_dataset(args.dataset, args.data_dir)
+
+
+def _make_optimizer(args: argparse.Namespace, model) -> Optimizer:
+    schedule = get_schedule(args.lr_decay, args.epochs, gamma=args.lr_gamma, step=args.lr_step)
+    if args.optimizer == "sgd":
+        return SGD(
+            model,
+            args.lr,
+            momentum=args.momentum,
+            nesterov=args.nesterov,
+            weight_decay=args.weight_decay,
+            schedule=schedule,
+        )
+    cls = Adam if args.optimizer == "adam" else AdamW
+    return cls(model, args.lr, weight_decay=args.weight_decay, schedule=schedule)
+
+
+class _EpochWriter:
+    """Per-epoch side effects of ``train``: checkpoint and metrics JSON, rewritten each epoch
+    so that nothing is lost when a run stops."""
+
+    def __init__(self, args, config, model_config, optimizer, history_before):
+        self.args, self.config, self.model_config = args, config, model_config
+        self.optimizer = optimizer
+        self.records = list(history_before)
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any], model) -> None:
+        self.records.append(record)
+        if self.args.save:
+            self.save(model, epoch + 1, partial=False)
+        if self.args.metrics_json:
+            write_json(self.args.metrics_json, {"config": self.config, "epochs": self.records})
+
+    def save(self, model, epoch: int, partial: bool) -> None:
+        save_checkpoint(
+            self.args.save,
+            model,
+            self.optimizer,
+            epoch=epoch,
+            config=self.config,
+            model_config=self.model_config,
+            history=self.records,
+            partial=partial,
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    log = (lambda line: None) if args.quiet else print
+    backend = get_backend(args.device)
+    data = _load_data(args, args.seed)
+    if args.lr is None:
+        args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
+    config = {k: v for k, v in vars(args).items() if k != "command"}
+    config["backend"] = backend.spec
+    model_config = {
+        "in_features": data.x_train.shape[1],
+        "hidden": args.hidden,
+        "out_features": len(data.class_names),
+        "activation": args.activation,
+        "batchnorm": args.batchnorm,
+        "dropout": args.dropout,
+        "init": args.init,
+        "init_std": args.init_std,
+    }
+    model = make_mlp(**model_config).init(backend, seed=args.seed, dtype=args.dtype)
+    optimizer = _make_optimizer(args, model)
+    start_epoch, history_before = 0, []
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume)
+        restore(checkpoint, model, optimizer)
+        start_epoch, history_before = checkpoint.meta["epoch"], checkpoint.meta["history"]
+        log(f"resumed {args.resume} after epoch {start_epoch}")
+    x_train, y_train = data.x_train, data.y_train
+    if args.val_split:
+        (x_train, y_train), (x_val, y_val) = train_val_split(x_train, y_train, args.val_split, seed=args.seed)
+    classes = len(data.class_names)
+    train_loader = DeviceLoader(
+        x_train,
+        y_train,
+        backend,
+        batch_size=args.batch_size,
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
+        dtype=args.dtype,
+        num_classes=classes,
+        scale=data.scale,
+    )
+    test_loader = DeviceLoader(
+        data.x_test,
+        data.y_test,
+        backend,
+        batch_size=1000,
+        shuffle=False,
+        dtype=args.dtype,
+        num_classes=classes,
+        scale=data.scale,
+    )
+    val_loader = test_loader
+    if args.val_split:
+        val_loader = DeviceLoader(
+            x_val,
+            y_val,
+            backend,
+            batch_size=1000,
+            shuffle=False,
+            dtype=args.dtype,
+            num_classes=classes,
+            scale=data.scale,
+        )
+    log(
+        f"{data.name}: {len(x_train)} train / {len(val_loader.y)} {'val' if args.val_split else 'test'} samples "
+        f"from {data.source}; backend {backend.spec} ({backend.device}), {args.dtype}"
+    )
+    if not args.quiet:
+        print(model.summary())
+    writer = _EpochWriter(args, config, model_config, optimizer, history_before)
+    loss = SoftmaxCrossEntropy(check_labels=False)  # the loaders validated the labels once
+    started = time.perf_counter()
+    history = fit(
+        model,
+        loss,
+        optimizer,
+        train_loader,
+        epochs=args.epochs,
+        val_loader=val_loader,
+        callbacks=[writer],
+        progress=not args.quiet,
+        start_epoch=start_epoch,
+        log=log,
+    )
+    elapsed = time.perf_counter() - started
+    if history.interrupted and args.save:
+        writer.save(model, start_epoch + len(history.epochs), partial=True)
+        print(f"saved {args.save}; continue with --resume {args.save}", file=sys.stderr)
+    records = writer.records
+    final = {}
+    if args.val_split and records:
+        final = evaluate(model, loss, test_loader)
+        log(f"test_loss {final['loss']:.4f}  test_acc {final['acc']:.4f}")
+    if args.metrics_json:
+        write_json(
+            args.metrics_json,
+            {
+                "config": config,
+                "epochs": records,
+                "final_test": final or None,
+                "seconds": elapsed,
+                "interrupted": history.interrupted,
+            },
+        )
+    if args.plot and records:
+        from .plotting import plot_history
+
+        plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
+    if records and not args.quiet:
+        acc = final.get("acc") if final else records[-1]["test_acc"]
+        print(f"done: {len(history.epochs)} epochs in {elapsed:.1f} s; test accuracy {acc:.4f}")
+    return 130 if history.interrupted else 0
+
+
+def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, path)
+
+
+# -- eval / predict -------------------------------------------------------------------------
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Any]:
+    checkpoint = load_checkpoint(args.load)
+    model_config = checkpoint.meta.get("model_config")
+    if not model_config:
+        raise ValueError(f"{args.load} has no model config; it was not written by `mlp-xp train`.")
+    backend = get_backend(args.device)
+    model = make_mlp(**model_config).init(backend, dtype=checkpoint.meta["dtype"])
+    restore(checkpoint, model)
+    return model.eval(), backend, checkpoint
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model, backend, checkpoint = _load_model(args)
+    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    loader = DeviceLoader(
+        data.x_test,
+        data.y_test,
+        backend,
+        batch_size=args.batch_size,
+        shuffle=False,
+        dtype=model.dtype,
+        num_classes=len(data.class_names),
+        scale=data.scale,
+    )
+    scores = evaluate(model, SoftmaxCrossEntropy(check_labels=False), loader)
+    print(
+        f"{data.name} test: loss {scores['loss']:.4f}  accuracy {scores['acc']:.4f}  ({loader.n} samples, "
+        f"checkpoint epoch {checkpoint.meta['epoch']})"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, backend, checkpoint = _load_model(args)
+    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    images = data.x_test[args.start : args.start + args.count]
+    truth = data.y_test[args.start : args.start + args.count]
+    x = backend.asarray(images.astype(np.float32) * np.float32(data.scale), model.dtype)
+    predicted = backend.to_numpy(backend.xp.argmax(model.forward(x), axis=-1)).tolist()
+    names = data.class_names
+    for i, (p, t) in enumerate(zip(predicted, truth.tolist())):
+        print(f"{args.start + i:6d}  predicted {names[p]:<12}  true {names[t]:<12}{'' if p == t else '  ✗'}")
+    print(f"{sum(p == t for p, t in zip(predicted, truth.tolist()))}/{len(predicted)} right")
+    if images.shape[1] == 784:
+        from .plotting import plot_predictions
+
+        print(f"wrote {plot_predictions(images, predicted, truth.tolist(), names, args.out)}")
+    return 0
+
+
+# -- info -----------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .data.datasets import candidate_dirs, find_files
+
+    print(f"mlp-xp {__version__}, Python {sys.version.split()[0]}")
+    for spec, status in available_backends().items():
+        if status == "ok":
+            facts = get_backend(spec).describe()
+            blas = ", ".join(f"{b['internal_api']} {b['num_threads']} threads" for b in facts.pop("blas")) or "?"
+            print(
+                f"  {spec:<18} ok  {facts['backend']} {facts['version']} on {facts['device']}"
+                f"{'  (' + facts['gpu'] + ')' if 'gpu' in facts else ''}  BLAS: {blas}"
+            )
+        else:
+            print(f"  {spec:<18} unavailable: {status}")
+    print(f"auto selects: {get_backend('auto').spec}")
+    for name in ("fashion-mnist", "mnist"):
+        where = find_files(name, None) or "not found (searched " + ", ".join(map(str, candidate_dirs(name, None))) + ")"
+        print(f"  dataset {name:<14} {where}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench_command
+
+    return run_bench_command(args)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "bench": cmd_bench}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""DeviceLoader, fit/evaluate, checkpoints, resume and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import mlp_xp
+from mlp_xp import DeviceLoader, SoftmaxCrossEntropy, fit
+from mlp_xp.cli import main
+from mlp_xp.data import write_idx
+
+# -- DeviceLoader -----------------------------------------------------------------------------
+
+
+def _ids_loader(backend, n=103, batch_size=10, **kwargs):
+    ids = np.arange(n)
+    x = np.repeat(ids[:, None], 3, axis=1).astype(np.float32)
+    return DeviceLoader(x, ids, backend, batch_size=batch_size, **kwargs)
+
+
+def _epoch_ids(loader):
+    batches = [(loader.backend.to_numpy(x), loader.backend.to_numpy(y)) for x, y in loader]
+    for x, y in batches:
+        np.testing.assert_array_equal(x[:, 0], y)  # features and labels stay paired
+    return np.concatenate([y for _, y in batches])
+
+
+def test_loader_yields_every_sample_once_per_epoch_on_the_device(backend):
+    loader = _ids_loader(backend, seed=1)
+    assert len(loader) == 11
+    sizes = []
+    for x, y in loader:
+        assert mlp_xp.backend.array_api_compat.device(x) == backend.device
+        assert x.dtype == backend.xp.float32
+        sizes.append(x.shape[0])
+    assert sizes == [10] * 10 + [3]
+    order = _epoch_ids(loader)
+    np.testing.assert_array_equal(np.sort(order), np.arange(103))
+
+
+def test_loader_orders_differ_by_epoch_and_repeat_by_seed(numpy_backend):
+    first, second = _ids_loader(numpy_backend, seed=5), _ids_loader(numpy_backend, seed=5)
+    epoch0, epoch1 = _epoch_ids(first), _epoch_ids(first)
+    assert not np.array_equal(epoch0, epoch1)
+    np.testing.assert_array_equal(epoch0, _epoch_ids(second))
+    np.testing.assert_array_equal(epoch1, _epoch_ids(second))
+    second.set_epoch(0)  # resuming at an epoch reproduces its order
+    np.testing.assert_array_equal(epoch0, _epoch_ids(second))
+    assert not np.array_equal(epoch0, _epoch_ids(_ids_loader(numpy_backend, seed=6)))
+
+
+def test_loader_orders_are_identical_across_backends(backend, numpy_backend):
+    np.testing.assert_array_equal(_epoch_ids(_ids_loader(backend, seed=3)), _epoch_ids(_ids_loader(numpy_backend, seed=3)))
+
+
+def test_loader_without_shuffle_and_with_drop_last(numpy_backend):
+    plain = _ids_loader(numpy_backend, shuffle=False)
+    np.testing.assert_array_equal(_epoch_ids(plain), np.arange(103))
+    dropped = _ids_loader(numpy_backend, drop_last=True)
+    assert len(dropped) == 10 and dropped.num_samples == 100
+    assert len(np.unique(_epoch_ids(dropped))) == 100
+
+
+def test_loader_scales_uint8_pixels_per_batch(backend):
+    x = np.array([[0, 255], [51, 102]], dtype=np.uint8)
+    loader = DeviceLoader(x, np.array([0, 1]), backend, batch_size=2, shuffle=False)
+    assert loader.x.dtype == backend.xp.uint8  # stored compactly on the device
+    (xb, _), = list(loader)
+    assert xb.dtype == backend.xp.float32
+    np.testing.assert_allclose(backend.to_numpy(xb), [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
+
+
+def test_loader_without_targets_yields_inputs_as_targets(numpy_backend):
+    loader = DeviceLoader(np.ones((4, 2), np.uint8), None, numpy_backend, batch_size=4)
+    (xb, yb), = list(loader)
+    assert xb is yb
+
+
+def test_loader_rejects_bad_labels_and_sizes(numpy_backend):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\) for 10 classes; found 12 at index 1"):
+        DeviceLoader(np.zeros((3, 2), np.float32), np.array([1, 12, 3]), numpy_backend, num_classes=10)
+    with pytest.raises(ValueError, match="x has 3 samples but y has 2"):
+        DeviceLoader(np.zeros((3, 2), np.float32), np.array([1, 2]), numpy_backend)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        DeviceLoader(np.zeros((3, 2), np.float32), np.array([1, 2, 0]), numpy_backend, batch_size=0)
+
+
+# -- fit / evaluate ---------------------------------------------------------------------------
+
+TINY = mlp_xp.synthetic(600, d=24, classes=4, seed=0, n_test=200)
+
+
+def _train(backend, epochs=3, hidden=(16,), seed=0, **fit_kwargs):
+    model = mlp_xp.make_mlp(24, list(hidden), 4, batchnorm=True).init(backend, seed=seed)
+    optimizer = mlp_xp.SGD(model, 0.1, momentum=0.9, weight_decay=1e-4)
+    train = DeviceLoader(TINY.x_train, TINY.y_train, backend, batch_size=32, seed=seed, num_classes=4)
+    test = DeviceLoader(TINY.x_test, TINY.y_test, backend, batch_size=64, shuffle=False)
+    history = fit(model, SoftmaxCrossEntropy(), optimizer, train, epochs=epochs, val_loader=test, progress=False,
+                  log=None, **fit_kwargs)
+    return model, history
+
+
+def test_fit_learns_and_records_history(numpy_backend):
+    _, history = _train(numpy_backend, epochs=4)
+    assert [r["epoch"] for r in history.epochs] == [1, 2, 3, 4]
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert history.last["test_acc"] > 0.9
+    assert all(r["samples_per_s"] > 0 and r["seconds"] > 0 for r in history.epochs)
+
+
+def test_same_trajectory_on_every_backend(backend, numpy_backend):
+    """Device-resident training end to end: the same losses and accuracies everywhere
+    (array-api-strict's device1 raises on any device mixing or host conversion)."""
+    model, history = _train(backend)
+    _, reference = _train(numpy_backend)
+    for key in ("train_loss", "test_loss"):
+        np.testing.assert_allclose(history[key], reference[key], rtol=2e-4)
+    for key in ("train_acc", "test_acc"):
+        np.testing.assert_allclose(history[key], reference[key], atol=2 / 200)
+    for value in model.state().values():
+        assert mlp_xp.backend.array_api_compat.device(value) == backend.device
+
+
+def test_fit_log_line_format(numpy_backend):
+    lines = []
+    model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
+    loader = DeviceLoader(TINY.x_train, TINY.y_train, numpy_backend)
+    fit(model, SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=2, val_loader=loader, progress=False,
+        log=lines.append)
+    assert len(lines) == 2
+    assert lines[1].startswith("epoch 2/2  loss ")
+    assert "train_acc " in lines[1] and "test_acc " in lines[1] and lines[1].endswith("samples/s")
+
+
+def test_nan_loss_stops_with_epoch_step_and_last_finite_loss(numpy_backend):
+    x = TINY.x_train[:100].astype(np.float32) / 255
+    x[35] = np.nan  # in the fourth batch of 10 when not shuffled
+    model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
+    loader = DeviceLoader(x, TINY.y_train[:100], numpy_backend, batch_size=10, shuffle=False)
+    with pytest.raises(mlp_xp.TrainingDiverged, match=r"loss became nan at epoch 1, step 4; last finite loss: \d\.\d+ at step 3"):
+        fit(model, SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=2, progress=False, log=None)
+
+
+def test_ctrl_c_stops_cleanly_at_a_step_boundary(numpy_backend):
+    class InterruptAfterFirstEpoch:
+        def on_epoch_end(self, epoch, record, model):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    lines = []
+    model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
+    loader = DeviceLoader(TINY.x_train, TINY.y_train, numpy_backend, batch_size=32)
+    history = fit(model, SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=5, progress=False,
+                  callbacks=[InterruptAfterFirstEpoch()], log=lines.append)
+    assert history.interrupted
+    assert len(history.epochs) == 1
+    assert lines[-1] == "interrupted in epoch 2/5 after 1 of 19 steps"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_callback_can_stop_training_and_schedule_sets_lr(numpy_backend):
+    model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
+    optimizer = mlp_xp.SGD(model, 0.4, schedule=mlp_xp.step_decay(1, 0.5))
+    loader = DeviceLoader(TINY.x_train, TINY.y_train, numpy_backend)
+
+    class StopAtThree:
+        def on_epoch_end(self, epoch, record, model):
+            return record["epoch"] == 3
+
+    history = fit(model, SoftmaxCrossEntropy(), optimizer, loader, epochs=10, callbacks=[StopAtThree()], progress=False,
+                  log=None)
+    assert history["lr"] == [0.4, 0.2, 0.1]
+
+
+def test_evaluate_uses_eval_mode_and_restores_training(numpy_backend):
+    model, history = _train(numpy_backend, epochs=1)
+    test = DeviceLoader(TINY.x_test, TINY.y_test, numpy_backend, batch_size=64, shuffle=False)
+    scores = mlp_xp.evaluate(model, SoftmaxCrossEntropy(), test)
+    assert scores["acc"] == pytest.approx(history.last["test_acc"])
+    assert all(layer.training for layer in model.layers)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, backend):
+    model, _ = _train(backend, epochs=1)
+    optimizer = mlp_xp.Adam(model, 1e-3)
+    x = backend.asarray(TINY.x_test[:50].astype(np.float32) / 255)
+    model.forward(x)
+    model.backward(model.forward(x))
+    optimizer.step()
+    mlp_xp.save_checkpoint(tmp_path / "run.npz", model, optimizer, epoch=1, config={"note": "test"})
+
+    other = mlp_xp.make_mlp(24, [16], 4, batchnorm=True).init(backend, seed=99)
+    other_optimizer = mlp_xp.Adam(other, 1e-3)
+    checkpoint = mlp_xp.load_checkpoint(tmp_path / "run.npz")
+    mlp_xp.restore(checkpoint, other, other_optimizer)
+    assert checkpoint.meta["epoch"] == 1 and checkpoint.meta["config"] == {"note": "test"}
+    model.eval(), other.eval()
+    np.testing.assert_array_equal(backend.to_numpy(other.forward(x)), backend.to_numpy(model.forward(x)))
+    assert other_optimizer.steps == optimizer.steps
+    for key, value in optimizer.state_arrays().items():
+        np.testing.assert_array_equal(backend.to_numpy(other_optimizer.state_arrays()[key]), backend.to_numpy(value))
+
+
+def test_checkpoint_into_other_architecture_says_what_differs(tmp_path, numpy_backend):
+    model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
+    mlp_xp.save_checkpoint(tmp_path / "a.npz", model, epoch=0)
+    other = mlp_xp.make_mlp(24, [32], 4).init(numpy_backend)
+    with pytest.raises(ValueError, match=r"layer 0: checkpoint has 'hidden1: Linear\(24, 16\)', model has 'hidden1: Linear\(24, 32\)'"):
+        mlp_xp.restore(mlp_xp.load_checkpoint(tmp_path / "a.npz"), other)
+
+
+def test_checkpoint_never_unpickles(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array([{"format": "x"}], dtype=object))
+    with pytest.raises(ValueError, match="not a readable mlp_xp checkpoint"):
+        mlp_xp.load_checkpoint(path)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, numpy_backend, monkeypatch):
+    model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
+    path = tmp_path / "run.npz"
+    mlp_xp.save_checkpoint(path, model, epoch=1)
+    before = path.read_bytes()
+
+    def broken_savez(file, **arrays):
+        file.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        mlp_xp.save_checkpoint(path, model, epoch=2)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["run.npz"]
+
+
+# -- CLI end to end ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+    """A tiny IDX dataset in the MNIST layout: 16x16 images of 3 classes."""
+    data = mlp_xp.synthetic(900, d=256, classes=3, seed=4, n_test=150)
+    root = tmp_path_factory.mktemp("tiny-idx")
+    write_idx(root / "train-images-idx3-ubyte.gz", data.x_train.reshape(-1, 16, 16), gzip=True)
+    write_idx(root / "train-labels-idx1-ubyte.gz", data.y_train, gzip=True)
+    write_idx(root / "t10k-images-idx3-ubyte", data.x_test.reshape(-1, 16, 16))
+    write_idx(root / "t10k-labels-idx1-ubyte", data.y_test)
+    return root
+
+
+def _cli_train(idx_dir, *extra):
+    args = ["train", "--dataset", "idx", "--data-dir", str(idx_dir), "--hidden", "32", "--batch-size", "64",
+            "--optimizer", "adam", "--lr", "0.003", "--device", "cpu", "--quiet", *extra]
+    return main(args)
+
+
+def test_cli_train_eval_predict_end_to_end(idx_dir, tmp_path, capsys):
+    metrics, plot, ckpt = tmp_path / "m.json", tmp_path / "curves.png", tmp_path / "run.npz"
+    assert _cli_train(idx_dir, "--epochs", "3", "--metrics-json", str(metrics), "--plot", str(plot), "--save", str(ckpt)) == 0
+    document = json.loads(metrics.read_text())
+    assert document["config"]["hidden"] == [32] and document["config"]["backend"] == "numpy"
+    assert [e["epoch"] for e in document["epochs"]] == [1, 2, 3]
+    assert set(document["epochs"][0]) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
+                                          "samples_per_s"}
+    assert document["epochs"][-1]["test_acc"] > 0.9
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+
+    assert main(["eval", "--load", str(ckpt), "--dataset", "idx", "--data-dir", str(idx_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(document["epochs"][-1]["test_acc"], abs=1e-4)
+
+    grid = tmp_path / "pred.png"
+    assert main(["predict", "--load", str(ckpt), "--dataset", "idx", "--data-dir", str(idx_dir), "--count", "6",
+                 "--out", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("predicted ") == 6 and "/6 right" in out
+
+
+def test_cli_resume_gives_the_same_weights_as_an_uninterrupted_run(idx_dir, tmp_path):
+    straight, resumed = tmp_path / "straight.npz", tmp_path / "resumed.npz"
+    assert _cli_train(idx_dir, "--epochs", "4", "--save", str(straight)) == 0
+    assert _cli_train(idx_dir, "--epochs", "2", "--save", str(resumed)) == 0
+    assert _cli_train(idx_dir, "--epochs", "4", "--resume", str(resumed), "--save", str(resumed)) == 0
+    a, b = mlp_xp.load_checkpoint(straight), mlp_xp.load_checkpoint(resumed)
+    assert b.meta["epoch"] == 4 and len(b.meta["history"]) == 4
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], b.model[key])
+    for key in a.optimizer:
+        np.testing.assert_array_equal(a.optimizer[key], b.optimizer[key])
+
+
+def test_cli_errors_are_one_clear_line(idx_dir, tmp_path, capsys):
+    assert main(["train", "--device", "cuda", "--dataset", "synthetic", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp-xp train: error: CUDA was requested") and "--device auto" in err
+    assert main(["train", "--device", "tpu", "--dataset", "synthetic"]) == 2
+    assert "unknown backend/device spec 'tpu'" in capsys.readouterr().err
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "MLP_XP_DATA" in err
+    wrong = tmp_path / "other.npz"
+    assert _cli_train(idx_dir, "--epochs", "1", "--save", str(wrong)) == 0
+    assert _cli_train(idx_dir, "--epochs", "2", "--hidden", "8", "--resume", str(wrong)) == 2
+    assert "does not match the model architecture" in capsys.readouterr().err
+
+
+def test_cli_info_lists_backends_and_datasets(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "auto selects:" in out and "dataset fashion-mnist" in out
+
+
+# -- real data --------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_one_epoch_on_fashion_mnist_reaches_80_percent(fashion_mnist):
+    backend = mlp_xp.get_backend("numpy")
+    model = mlp_xp.make_mlp(784, [256], 10).init(backend, seed=0)
+    train = DeviceLoader(fashion_mnist.x_train, fashion_mnist.y_train, backend, batch_size=256, num_classes=10)
+    test = DeviceLoader(fashion_mnist.x_test, fashion_mnist.y_test, backend, batch_size=1000, shuffle=False)
+    history = fit(model, SoftmaxCrossEntropy(check_labels=False), mlp_xp.Adam(model, 1e-3), train, epochs=1,
+                  val_loader=test, progress=False, log=None)
+    assert history.last["test_acc"] > 0.80

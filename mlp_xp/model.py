@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from .arrays import Array, size
@@ -175,7 +176,7 @@ class Sequential:
         width = in_features
         for layer in self.layers:
             width = layer.output_features(width) if width is not None else None
-            count = sum(size(v) for v in layer.params.values()) if layer.params else _declared_params(layer)
+            count = sum(math.prod(shape) for shape in layer.param_shapes().values())
             rows.append((layer.name, repr(layer), f"(batch, {width})" if width else "?", f"{count:,}"))
         total = sum(int(r[3].replace(",", "")) for r in rows[1:])
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -193,10 +194,3 @@ class Sequential:
         if self.backend is None:
             raise RuntimeError("the model has no parameters yet: call model.init(backend) first.")
 
-
-def _declared_params(layer: Layer) -> int:
-    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
-        return layer.in_features * layer.out_features + layer.out_features
-    if hasattr(layer, "num_features"):
-        return 2 * layer.num_features
-    return 0

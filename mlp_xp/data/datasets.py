@@ -327,7 +327,8 @@ def synthetic(n: int, d: int = 784, classes: int = 10, *, seed: int = 0, n_test:
     Each class has its own mean image (a shared grey level plus a random class offset); samples
     add Gaussian noise and are rounded and clipped to uint8. Class means lie about
     ``_SEPARATION`` noise stds apart whatever ``d`` (each pixel alone says little), so a
-    784-32-10 MLP with Adam reaches about 85% test accuracy from 900 samples in 6 epochs. Labels are exactly balanced (``arange(n) % classes``, shuffled).
+    784-32-10 MLP with Adam reaches about 85% test accuracy from 900 samples in 6 epochs.
+    Labels are exactly balanced (``arange(n) % classes``, shuffled).
     The test set (``n_test`` samples, default ``n // 6`` as in MNIST) shares the class means.
     Identical for identical arguments.
     """

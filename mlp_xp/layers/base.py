@@ -40,6 +40,10 @@ class Layer:
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Create parameters on ``backend`` in ``dtype``, drawing from the host generator ``rng``."""
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameters ``init`` creates (known before ``init``)."""
+        return {}
+
     def output_features(self, in_features: int) -> int:
         """Width of the output for an input of ``in_features`` (most layers keep it)."""
         return in_features

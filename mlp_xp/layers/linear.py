@@ -39,6 +39,9 @@ class Linear(Layer):
         self.params["weight"] = backend.asarray(weight, dtype)
         self.params["bias"] = backend.xp.zeros((self.out_features,), dtype=backend.dtype(dtype), device=backend.device)
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.in_features, self.out_features), "bias": (self.out_features,)}
+
     def output_features(self, in_features: int) -> int:
         return self.out_features
 

@@ -25,6 +25,9 @@ class BatchNorm(Layer):
     def __repr__(self) -> str:
         return f"BatchNorm({self.num_features})"
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gamma": (self.num_features,), "beta": (self.num_features,)}
+
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         xp, dt, dev = backend.xp, backend.dtype(dtype), backend.device
         shape = (self.num_features,)

@@ -26,8 +26,12 @@ DATASETS = ("fashion-mnist", "mnist", "synthetic", "idx")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
-                   help="idx: the four MNIST-named IDX files of your own data in --data-dir")
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="fashion-mnist",
+        help="idx: the four MNIST-named IDX files of your own data in --data-dir",
+    )
     p.add_argument(
         "--data-dir",
         help="directory holding the four IDX files (default: search $MLP_XP_DATA, the cache, /usr/share/datasets)",
@@ -81,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
     t.add_argument("--metrics-json", metavar="PATH", help="write config and per-epoch metrics as JSON")
     t.add_argument("--plot", metavar="PATH.png", help="write loss/accuracy curves")
-    t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines; only the result")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a test set")
     e.add_argument("--load", required=True, metavar="PATH")
@@ -248,6 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_loader,
         epochs=args.epochs,
         val_loader=val_loader,
+        val_name="val" if args.val_split else "test",
         callbacks=[writer],
         progress=not args.quiet,
         start_epoch=start_epoch,
@@ -261,7 +266,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     final = {}
     if args.val_split and records:
         final = evaluate(model, loss, test_loader)
-        log(f"test_loss {final['loss']:.4f}  test_acc {final['acc']:.4f}")
     if args.metrics_json:
         write_json(
             args.metrics_json,
@@ -277,8 +281,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .plotting import plot_history
 
         plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
-    if records and not args.quiet:
-        acc = final.get("acc") if final else records[-1]["test_acc"]
+    if records:
+        acc = final["acc"] if final else records[-1]["test_acc"]
         print(f"done: {len(history.epochs)} epochs in {elapsed:.1f} s; test accuracy {acc:.4f}")
     return 130 if history.interrupted else 0
 

@@ -34,19 +34,16 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
 
 
 def plot_history(epochs: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Loss (left) and accuracy (right) per epoch, train and test, from ``History.epochs``."""
+    """Loss (left) and accuracy (right) per epoch for the training set and the held-out set
+    (``test_*`` or ``val_*`` keys), from ``History.epochs``."""
     plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     x = [r["epoch"] for r in epochs]
-    for key, ax, label in (
-        ("train_loss", ax_loss, "train"),
-        ("test_loss", ax_loss, "test"),
-        ("train_acc", ax_acc, "train"),
-        ("test_acc", ax_acc, "test"),
-    ):
-        values = [r.get(key) for r in epochs]
-        if all(v is not None for v in values):
-            ax.plot(x, values, marker="o", label=label)
+    for name in ("train", "val", "test"):
+        for metric, ax in (("loss", ax_loss), ("acc", ax_acc)):
+            values = [r.get(f"{name}_{metric}") for r in epochs]
+            if all(v is not None for v in values):
+                ax.plot(x, values, marker="o", label=name)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):

@@ -40,8 +40,9 @@ class Callback(Protocol):
 
 @dataclass
 class History:
-    """Per-epoch records: ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``test_loss``,
-    ``test_acc`` (None without a validation loader or accuracy), ``lr``, ``seconds``,
+    """Per-epoch records: ``epoch`` (1-based), ``train_loss``, ``train_acc``, then the
+    held-out set's ``<name>_loss`` and ``<name>_acc`` (``fit``'s ``val_name``, ``test`` by
+    default; None without a validation loader or accuracy), ``lr``, ``seconds``,
     ``samples_per_s``. ``interrupted`` is set when Ctrl-C stopped the run."""
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -88,6 +89,7 @@ def fit(
     *,
     epochs: int,
     val_loader: DeviceLoader | None = None,
+    val_name: str = "test",
     callbacks: Iterable[Callback] = (),
     progress: bool = True,
     start_epoch: int = 0,
@@ -96,9 +98,10 @@ def fit(
     """Train for ``epochs`` epochs (continuing at 0-based ``start_epoch`` when resuming).
 
     Each epoch: set the learning rate from the optimizer's schedule, shuffle, run the steps
-    (forward, loss, backward, optimizer step), evaluate on ``val_loader``, log one line,
-    call the callbacks. Ctrl-C stops cleanly at the next step boundary (a second Ctrl-C
-    aborts at once) and returns the history with ``interrupted`` set. A NaN/inf loss
+    (forward, loss, backward, optimizer step), evaluate on ``val_loader`` (recorded and
+    logged as ``<val_name>_loss`` / ``<val_name>_acc``), log one line, call the callbacks.
+    Ctrl-C stops cleanly at the next step boundary (a second Ctrl-C aborts at once) and
+    returns the history with ``interrupted`` set. A NaN/inf loss
     raises ``TrainingDiverged`` naming the epoch, step and last finite loss.
     """
     history = History()
@@ -123,15 +126,15 @@ def fit(
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
-                "test_loss": None,
-                "test_acc": None,
+                f"{val_name}_loss": None,
+                f"{val_name}_acc": None,
                 "lr": optimizer.lr,
                 "seconds": seconds,
                 "samples_per_s": train_loader.num_samples / seconds,
             }
             if val_loader is not None:
                 scores = evaluate(model, loss, val_loader)
-                record["test_loss"], record["test_acc"] = scores["loss"], scores["acc"]
+                record[f"{val_name}_loss"], record[f"{val_name}_acc"] = scores["loss"], scores["acc"]
             history.epochs.append(record)
             if log:
                 log(format_epoch(record, epochs))
@@ -141,14 +144,16 @@ def fit(
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
-    """``epoch 3/10  loss 0.4267  train_acc 0.843  test_acc 0.861  12.3k samples/s``."""
+    """``epoch 3/10  loss 0.4267  train_acc 0.843  test_acc 0.861  12.3k samples/s``: the
+    accuracies that exist, and a held-out loss where there is no accuracy."""
     parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['train_loss']:.4f}"]
-    if record["train_acc"] is not None:
-        parts.append(f"train_acc {record['train_acc']:.3f}")
-    if record["test_loss"] is not None and record["test_acc"] is None:
-        parts.append(f"test_loss {record['test_loss']:.4f}")
-    if record["test_acc"] is not None:
-        parts.append(f"test_acc {record['test_acc']:.3f}")
+    for key, value in record.items():
+        if value is None or key in ("epoch", "train_loss", "lr", "seconds", "samples_per_s"):
+            continue
+        if key.endswith("_acc"):
+            parts.append(f"{key} {value:.3f}")
+        elif record.get(key[: -len("_loss")] + "_acc") is None:
+            parts.append(f"{key} {value:.4f}")
     parts.append(f"{record['samples_per_s'] / 1000:.1f}k samples/s")
     return "  ".join(parts)
 

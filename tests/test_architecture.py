@@ -68,13 +68,32 @@ def test_compute_path_imports_no_array_library(path):
 
 
 def test_only_backend_imports_gpu_libraries():
+    """backend.py is the one place the package uses CuPy or torch. bench.py may too: its
+    comparators (a hand-written NumPy/CuPy loop and PyTorch eager) exist to be
+    library-specific, and nothing in the package imports bench."""
     importers = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         bad = offending(imported_modules(path.read_text(encoding="utf-8")), GPU_LIBRARIES + FORBIDDEN_COMPAT[1:3])
         if bad:
             importers[path.relative_to(PACKAGE).as_posix()] = sorted(bad)
-    assert set(importers) <= {"backend.py"}, importers
+    assert set(importers) <= {"backend.py", "bench.py"}, importers
     assert "backend.py" in importers  # the check does see the imports that are there
+    users_of_bench = sorted(
+        path.name for path in PACKAGE.rglob("*.py") if path.name != "cli.py" and _imports_bench(path.read_text())
+    )
+    assert not users_of_bench
+
+
+def _imports_bench(source: str) -> bool:
+    """Whether ``source`` imports mlp_xp's bench module (absolute or relative)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "bench":
+            return True
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "bench" for alias in node.names):
+            return True
+        if isinstance(node, ast.Import) and any(alias.name.endswith(".bench") for alias in node.names):
+            return True
+    return False
 
 
 @pytest.mark.parametrize(

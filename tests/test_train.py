@@ -34,7 +34,7 @@ def test_loader_yields_every_sample_once_per_epoch_on_the_device(backend):
     loader = _ids_loader(backend, seed=1)
     assert len(loader) == 11
     sizes = []
-    for x, y in loader:
+    for x, _ in loader:
         assert mlp_xp.backend.array_api_compat.device(x) == backend.device
         assert x.dtype == backend.xp.float32
         sizes.append(x.shape[0])
@@ -55,7 +55,9 @@ def test_loader_orders_differ_by_epoch_and_repeat_by_seed(numpy_backend):
 
 
 def test_loader_orders_are_identical_across_backends(backend, numpy_backend):
-    np.testing.assert_array_equal(_epoch_ids(_ids_loader(backend, seed=3)), _epoch_ids(_ids_loader(numpy_backend, seed=3)))
+    np.testing.assert_array_equal(
+        _epoch_ids(_ids_loader(backend, seed=3)), _epoch_ids(_ids_loader(numpy_backend, seed=3))
+    )
 
 
 def test_loader_without_shuffle_and_with_drop_last(numpy_backend):
@@ -70,14 +72,14 @@ def test_loader_scales_uint8_pixels_per_batch(backend):
     x = np.array([[0, 255], [51, 102]], dtype=np.uint8)
     loader = DeviceLoader(x, np.array([0, 1]), backend, batch_size=2, shuffle=False)
     assert loader.x.dtype == backend.xp.uint8  # stored compactly on the device
-    (xb, _), = list(loader)
+    ((xb, _),) = list(loader)
     assert xb.dtype == backend.xp.float32
     np.testing.assert_allclose(backend.to_numpy(xb), [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
 
 
 def test_loader_without_targets_yields_inputs_as_targets(numpy_backend):
     loader = DeviceLoader(np.ones((4, 2), np.uint8), None, numpy_backend, batch_size=4)
-    (xb, yb), = list(loader)
+    ((xb, yb),) = list(loader)
     assert xb is yb
 
 
@@ -100,8 +102,17 @@ def _train(backend, epochs=3, hidden=(16,), seed=0, **fit_kwargs):
     optimizer = mlp_xp.SGD(model, 0.1, momentum=0.9, weight_decay=1e-4)
     train = DeviceLoader(TINY.x_train, TINY.y_train, backend, batch_size=32, seed=seed, num_classes=4)
     test = DeviceLoader(TINY.x_test, TINY.y_test, backend, batch_size=64, shuffle=False)
-    history = fit(model, SoftmaxCrossEntropy(), optimizer, train, epochs=epochs, val_loader=test, progress=False,
-                  log=None, **fit_kwargs)
+    history = fit(
+        model,
+        SoftmaxCrossEntropy(),
+        optimizer,
+        train,
+        epochs=epochs,
+        val_loader=test,
+        progress=False,
+        log=None,
+        **fit_kwargs,
+    )
     return model, history
 
 
@@ -130,8 +141,16 @@ def test_fit_log_line_format(numpy_backend):
     lines = []
     model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
     loader = DeviceLoader(TINY.x_train, TINY.y_train, numpy_backend)
-    fit(model, SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=2, val_loader=loader, progress=False,
-        log=lines.append)
+    fit(
+        model,
+        SoftmaxCrossEntropy(),
+        mlp_xp.SGD(model, 0.1),
+        loader,
+        epochs=2,
+        val_loader=loader,
+        progress=False,
+        log=lines.append,
+    )
     assert len(lines) == 2
     assert lines[1].startswith("epoch 2/2  loss ")
     assert "train_acc " in lines[1] and "test_acc " in lines[1] and lines[1].endswith("samples/s")
@@ -142,7 +161,9 @@ def test_nan_loss_stops_with_epoch_step_and_last_finite_loss(numpy_backend):
     x[35] = np.nan  # in the fourth batch of 10 when not shuffled
     model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
     loader = DeviceLoader(x, TINY.y_train[:100], numpy_backend, batch_size=10, shuffle=False)
-    with pytest.raises(mlp_xp.TrainingDiverged, match=r"loss became nan at epoch 1, step 4; last finite loss: \d\.\d+ at step 3"):
+    with pytest.raises(
+        mlp_xp.TrainingDiverged, match=r"loss became nan at epoch 1, step 4; last finite loss: \d\.\d+ at step 3"
+    ):
         fit(model, SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=2, progress=False, log=None)
 
 
@@ -154,8 +175,16 @@ def test_ctrl_c_stops_cleanly_at_a_step_boundary(numpy_backend):
     lines = []
     model = mlp_xp.make_mlp(24, [8], 4).init(numpy_backend)
     loader = DeviceLoader(TINY.x_train, TINY.y_train, numpy_backend, batch_size=32)
-    history = fit(model, SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=5, progress=False,
-                  callbacks=[InterruptAfterFirstEpoch()], log=lines.append)
+    history = fit(
+        model,
+        SoftmaxCrossEntropy(),
+        mlp_xp.SGD(model, 0.1),
+        loader,
+        epochs=5,
+        progress=False,
+        callbacks=[InterruptAfterFirstEpoch()],
+        log=lines.append,
+    )
     assert history.interrupted
     assert len(history.epochs) == 1
     assert lines[-1] == "interrupted in epoch 2/5 after 1 of 19 steps"
@@ -171,8 +200,9 @@ def test_callback_can_stop_training_and_schedule_sets_lr(numpy_backend):
         def on_epoch_end(self, epoch, record, model):
             return record["epoch"] == 3
 
-    history = fit(model, SoftmaxCrossEntropy(), optimizer, loader, epochs=10, callbacks=[StopAtThree()], progress=False,
-                  log=None)
+    history = fit(
+        model, SoftmaxCrossEntropy(), optimizer, loader, epochs=10, callbacks=[StopAtThree()], progress=False, log=None
+    )
     assert history["lr"] == [0.4, 0.2, 0.1]
 
 
@@ -212,7 +242,9 @@ def test_checkpoint_into_other_architecture_says_what_differs(tmp_path, numpy_ba
     model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
     mlp_xp.save_checkpoint(tmp_path / "a.npz", model, epoch=0)
     other = mlp_xp.make_mlp(24, [32], 4).init(numpy_backend)
-    with pytest.raises(ValueError, match=r"layer 0: checkpoint has 'hidden1: Linear\(24, 16\)', model has 'hidden1: Linear\(24, 32\)'"):
+    with pytest.raises(
+        ValueError, match=r"layer 0: checkpoint has 'hidden1: Linear\(24, 16\)', model has 'hidden1: Linear\(24, 32\)'"
+    ):
         mlp_xp.restore(mlp_xp.load_checkpoint(tmp_path / "a.npz"), other)
 
 
@@ -256,19 +288,46 @@ def idx_dir(tmp_path_factory):
 
 
 def _cli_train(idx_dir, *extra):
-    args = ["train", "--dataset", "idx", "--data-dir", str(idx_dir), "--hidden", "32", "--batch-size", "64",
-            "--optimizer", "adam", "--lr", "0.003", "--device", "cpu", "--quiet", *extra]
+    args = [
+        "train",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(idx_dir),
+        "--hidden",
+        "32",
+        "--batch-size",
+        "64",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
     return main(args)
 
 
 def test_cli_train_eval_predict_end_to_end(idx_dir, tmp_path, capsys):
     metrics, plot, ckpt = tmp_path / "m.json", tmp_path / "curves.png", tmp_path / "run.npz"
-    assert _cli_train(idx_dir, "--epochs", "3", "--metrics-json", str(metrics), "--plot", str(plot), "--save", str(ckpt)) == 0
+    assert (
+        _cli_train(idx_dir, "--epochs", "3", "--metrics-json", str(metrics), "--plot", str(plot), "--save", str(ckpt))
+        == 0
+    )
     document = json.loads(metrics.read_text())
     assert document["config"]["hidden"] == [32] and document["config"]["backend"] == "numpy"
     assert [e["epoch"] for e in document["epochs"]] == [1, 2, 3]
-    assert set(document["epochs"][0]) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
-                                          "samples_per_s"}
+    assert set(document["epochs"][0]) >= {
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "samples_per_s",
+    }
     assert document["epochs"][-1]["test_acc"] > 0.9
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
@@ -279,8 +338,24 @@ def test_cli_train_eval_predict_end_to_end(idx_dir, tmp_path, capsys):
     assert accuracy == pytest.approx(document["epochs"][-1]["test_acc"], abs=1e-4)
 
     grid = tmp_path / "pred.png"
-    assert main(["predict", "--load", str(ckpt), "--dataset", "idx", "--data-dir", str(idx_dir), "--count", "6",
-                 "--out", str(grid)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--load",
+                str(ckpt),
+                "--dataset",
+                "idx",
+                "--data-dir",
+                str(idx_dir),
+                "--count",
+                "6",
+                "--out",
+                str(grid),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("predicted ") == 6 and "/6 right" in out
 
@@ -328,6 +403,14 @@ def test_one_epoch_on_fashion_mnist_reaches_80_percent(fashion_mnist):
     model = mlp_xp.make_mlp(784, [256], 10).init(backend, seed=0)
     train = DeviceLoader(fashion_mnist.x_train, fashion_mnist.y_train, backend, batch_size=256, num_classes=10)
     test = DeviceLoader(fashion_mnist.x_test, fashion_mnist.y_test, backend, batch_size=1000, shuffle=False)
-    history = fit(model, SoftmaxCrossEntropy(check_labels=False), mlp_xp.Adam(model, 1e-3), train, epochs=1,
-                  val_loader=test, progress=False, log=None)
+    history = fit(
+        model,
+        SoftmaxCrossEntropy(check_labels=False),
+        mlp_xp.Adam(model, 1e-3),
+        train,
+        epochs=1,
+        val_loader=test,
+        progress=False,
+        log=None,
+    )
     assert history.last["test_acc"] > 0.80

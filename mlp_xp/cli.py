@@ -237,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             scale=data.scale,
         )
     log(
-        f"{data.name}: {len(x_train)} train / {len(val_loader.y)} {'val' if args.val_split else 'test'} samples "
+        f"{data.name}: {len(x_train)} train / {val_loader.n} {'val' if args.val_split else 'test'} samples "
         f"from {data.source}; backend {backend.spec} ({backend.device}), {args.dtype}"
     )
     if not args.quiet:

@@ -214,28 +214,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_classes=classes,
         scale=data.scale,
     )
-    test_loader = DeviceLoader(
-        data.x_test,
-        data.y_test,
-        backend,
-        batch_size=1000,
-        shuffle=False,
-        dtype=args.dtype,
-        num_classes=classes,
-        scale=data.scale,
-    )
+    test_loader = _held_out_loader(data.x_test, data.y_test, backend, args.dtype, data, batch_size=1000)
     val_loader = test_loader
     if args.val_split:
-        val_loader = DeviceLoader(
-            x_val,
-            y_val,
-            backend,
-            batch_size=1000,
-            shuffle=False,
-            dtype=args.dtype,
-            num_classes=classes,
-            scale=data.scale,
-        )
+        val_loader = _held_out_loader(x_val, y_val, backend, args.dtype, data, batch_size=1000)
     log(
         f"{data.name}: {len(x_train)} train / {val_loader.n} {'val' if args.val_split else 'test'} samples "
         f"from {data.source}; backend {backend.spec} ({backend.device}), {args.dtype}"
@@ -287,6 +269,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if history.interrupted else 0
 
 
+def _held_out_loader(x, y, backend: Backend, dtype: str, data, batch_size: int) -> DeviceLoader:
+    """An unshuffled loader for evaluation on ``backend``."""
+    return DeviceLoader(
+        x,
+        y,
+        backend,
+        batch_size=batch_size,
+        shuffle=False,
+        dtype=dtype,
+        num_classes=len(data.class_names),
+        scale=data.scale,
+    )
+
+
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)
@@ -313,16 +309,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Any]:
 def cmd_eval(args: argparse.Namespace) -> int:
     model, backend, checkpoint = _load_model(args)
     data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
-    loader = DeviceLoader(
-        data.x_test,
-        data.y_test,
-        backend,
-        batch_size=args.batch_size,
-        shuffle=False,
-        dtype=model.dtype,
-        num_classes=len(data.class_names),
-        scale=data.scale,
-    )
+    loader = _held_out_loader(data.x_test, data.y_test, backend, model.dtype, data, batch_size=args.batch_size)
     scores = evaluate(model, SoftmaxCrossEntropy(check_labels=False), loader)
     print(
         f"{data.name} test: loss {scores['loss']:.4f}  accuracy {scores['acc']:.4f}  ({loader.n} samples, "

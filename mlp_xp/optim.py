@@ -178,17 +178,8 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): ``p ← p·(1 − lr·λ)`` before
     the Adam step. Default ``weight_decay=0.01`` as in torch."""
 
-    def __init__(
-        self,
-        model: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.01,
-        decay_all: bool = False,
-        schedule: Schedule | None = None,
-    ) -> None:
-        super().__init__(model, lr, betas, eps, weight_decay, decay_all, schedule)
+    def __init__(self, model: Any, lr: float = 1e-3, *, weight_decay: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(model, lr, weight_decay=weight_decay, **kwargs)
 
     def _apply_decay(self, param: Array, grad: Array) -> Array:
         param *= 1.0 - self.lr * self.weight_decay

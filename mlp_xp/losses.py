@@ -47,6 +47,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def __init__(self, check_labels: bool = True) -> None:
         self.check_labels = check_labels
+        self._class_ids: Array | None = None
 
     def forward(self, pred: Array, target: Array) -> Array:
         xp = _namespace(pred, target, "SoftmaxCrossEntropy")
@@ -56,10 +57,11 @@ class SoftmaxCrossEntropy(Loss):
         total = xp.sum(exp, axis=-1, keepdims=True)
         n = size(pred) // classes
         if target.ndim == pred.ndim - 1:  # integer labels
-            if tuple(target.shape) != tuple(pred.shape[:-1]) or not xp.isdtype(target.dtype, "integral"):
+            class_ids = self._class_ids_for(xp, target, classes)
+            if tuple(target.shape) != tuple(pred.shape[:-1]):
                 raise ValueError(
-                    f"SoftmaxCrossEntropy: labels of shape {tuple(target.shape)} and dtype {target.dtype} do not fit "
-                    f"logits of shape {tuple(pred.shape)} (expected integer labels of shape {tuple(pred.shape[:-1])})."
+                    f"SoftmaxCrossEntropy: labels of shape {tuple(target.shape)} do not fit logits of shape "
+                    f"{tuple(pred.shape)} (expected labels of shape {tuple(pred.shape[:-1])})."
                 )
             if self.check_labels and bool(xp.any((target < 0) | (target >= classes))):
                 raise ValueError(
@@ -67,7 +69,6 @@ class SoftmaxCrossEntropy(Loss):
                     f"got values from {int(xp.min(target))} to {int(xp.max(target))}."
                 )
             # this batch's one-hot as a float mask (batch..., C), from one comparison
-            class_ids = xp.arange(classes, dtype=target.dtype, device=device(target))
             target = xp.astype(target[..., None] == class_ids, pred.dtype)
         elif tuple(target.shape) != tuple(pred.shape):
             raise ValueError(
@@ -83,6 +84,16 @@ class SoftmaxCrossEntropy(Loss):
 
     def backward(self) -> Array:
         return self._grad
+
+    def _class_ids_for(self, xp: Any, labels: Array, classes: int) -> Array:
+        """``arange(classes)`` in the labels' dtype and device, kept between calls; a new one
+        is made (and the dtype checked) only when those change."""
+        ids = self._class_ids
+        if ids is None or ids.shape[0] != classes or ids.dtype != labels.dtype or device(ids) != device(labels):
+            if not xp.isdtype(labels.dtype, "integral"):
+                raise ValueError(f"SoftmaxCrossEntropy: class labels must be integers, got dtype {labels.dtype}.")
+            ids = self._class_ids = xp.arange(classes, dtype=labels.dtype, device=device(labels))
+        return ids
 
     def correct(self, pred: Array, target: Array) -> Array:
         xp = namespace(pred)

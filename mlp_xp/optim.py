@@ -48,12 +48,18 @@ class Optimizer:
         self.schedule = schedule
         self.steps = 0
         self.state: dict[str, dict[str, Array]] = {name: {} for name in self.state_names}
+        self._slots: list[tuple[str, Any, str, bool]] = []
 
-    def slots(self):
-        """(full name, layer, key, decays?) for every parameter."""
-        for layer in self.model.layers:
-            for key in layer.params:
-                yield f"{layer.name}.{key}", layer, key, self.decay_all or key in layer.decay
+    def slots(self) -> list[tuple[str, Any, str, bool]]:
+        """(full name, layer, key, decays?) for every parameter; listed once, on first use
+        (after ``model.init``), since a model's layers and parameter names do not change."""
+        if not self._slots:
+            self._slots = [
+                (f"{layer.name}.{key}", layer, key, self.decay_all or key in layer.decay)
+                for layer in self.model.layers
+                for key in layer.params
+            ]
+        return self._slots
 
     def set_epoch(self, epoch: int) -> None:
         """Set the learning rate for a 0-based epoch from the schedule."""

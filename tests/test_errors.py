@@ -93,6 +93,13 @@ def test_labels_wrong_shape(numpy_backend):
         assert "(4, 3)" in str(info.value)
 
 
+def test_float_labels_are_rejected(backend):
+    """Non-integer labels of shape (batch,) would give all-zero one-hot rows: refuse them."""
+    logits = backend.asarray(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="class labels must be integers, got dtype .*float32"):
+        SoftmaxCrossEntropy().forward(logits, backend.asarray(np.array([0.5, 1.0], dtype=np.float32)))
+
+
 def test_label_check_can_be_turned_off(numpy_backend):
     logits = numpy_backend.asarray(np.zeros((2, 3), dtype=np.float32))
     labels = numpy_backend.asarray(np.array([0, 2]))

@@ -235,6 +235,7 @@ def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
         unit="sample",
         unit_scale=True,
         leave=False,
+        disable=None,  # only on a terminal: no bar frames in logs and CI output
         dynamic_ncols=True,
         mininterval=REFRESH_SECONDS,
     )

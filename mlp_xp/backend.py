@@ -304,7 +304,11 @@ def _cupy_backend(index: int) -> Backend:
         )
     import array_api_compat.cupy as xp
 
-    return Backend("cupy", xp, cupy.cuda.Device(index), f"cupy:{index}")
+    device = cupy.cuda.Device(index)
+    # CuPy creates arrays on the *current* device and array-api-compat's creation functions
+    # ignore device= for CuPy (array-api-compat #293, #337): make the chosen GPU current.
+    device.use()
+    return Backend("cupy", xp, device, f"cupy:{index}")
 
 
 def _torch_backend(device: str) -> Backend:

@@ -265,7 +265,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
     if records:
         acc = final["acc"] if final else records[-1]["test_acc"]
-        print(f"done: {len(history.epochs)} epochs in {elapsed:.1f} s; test accuracy {acc:.4f}")
+        ran = len(history.epochs)
+        print(f"done: {ran} epoch{'s' * (ran != 1)} in {elapsed:.1f} s; test accuracy {acc:.4f}")
     return 130 if history.interrupted else 0
 
 

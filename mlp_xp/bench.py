@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -440,9 +441,16 @@ class CaseRun:
             "median_s": {name: statistics.median(t[:rounds]) for name, t in times.items() if rounds},
             "ratios": ratios,
             "last_loss": {name: m.last_loss for name, m in self.methods.items()},
+            "dataset_bytes_on_device": _nbytes(self.methods[PACKAGE].loader.x),
+            "device_memory_bytes": self.backend.memory_in_use(),  # the library's pool; None on the CPU
             "blas_threads": [b.get("num_threads") for b in info.get("blas", [])],
             "versions": versions,
         }
+
+
+def _nbytes(x: Any) -> int:
+    """Bytes held by array ``x`` of any Array API library."""
+    return math.prod(x.shape) * np.dtype(str(x.dtype).split(".")[-1]).itemsize
 
 
 def regression(record: dict[str, Any], limit: float = REGRESSION_LIMIT) -> str | None:

@@ -414,3 +414,42 @@ def test_one_epoch_on_fashion_mnist_reaches_80_percent(fashion_mnist):
         log=None,
     )
     assert history.last["test_acc"] > 0.80
+
+
+def test_cli_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path):
+    """A real SIGINT to a running `mlp-xp train --save`: exit 130, a checkpoint, a resume hint."""
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "run.npz"
+    command = [
+        sys.executable,
+        "-m",
+        "mlp_xp.cli",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--synthetic-size",
+        "6000",
+        "--hidden",
+        "64",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "200",
+        "--device",
+        "cpu",
+        "--save",
+        str(ckpt),
+    ]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        for line in proc.stdout:  # wait until an epoch has finished and been saved
+            if line.startswith("epoch 1/200"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"continue with --resume {ckpt}" in err
+    meta = mlp_xp.load_checkpoint(ckpt).meta
+    assert meta["partial"] and meta["epoch"] >= 1 and len(meta["history"]) == meta["epoch"]

@@ -227,9 +227,11 @@ def _zeros_pair(loader: DeviceLoader) -> tuple[Array, Array]:
 
 
 def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
+    """A tqdm bar over the epoch's samples, or None where it would not show (not a terminal):
+    then the loop skips the refresh reads as well."""
     from tqdm.auto import tqdm
 
-    return tqdm(
+    bar = tqdm(
         total=loader.num_samples,
         desc=f"epoch {epoch + 1}/{epochs}",
         unit="sample",
@@ -239,6 +241,7 @@ def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
         dynamic_ncols=True,
         mininterval=REFRESH_SECONDS,
     )
+    return None if bar.disable else bar
 
 
 class _InterruptFlag:

@@ -130,15 +130,12 @@ class SGD(Optimizer):
             velocity *= self.momentum
             velocity += grad
             self.state["momentum"][name] = velocity
-            if self.nesterov:
-                grad += self.momentum * velocity
-            else:
-                grad = velocity
-        if grad is velocity if self.momentum else False:
-            param -= self.lr * grad
-        else:
-            grad *= self.lr  # the gradient is ours to scale: no temporary
-            param -= grad
+            if not self.nesterov:
+                param -= self.lr * velocity  # velocity is state: never scaled in place
+                return param
+            grad += self.momentum * velocity
+        grad *= self.lr  # the gradient is ours to scale: no temporary
+        param -= grad
         return param
 
 

@@ -4,7 +4,7 @@ The same layers, losses, optimizers and training loop run on NumPy, CuPy, PyTorc
 array-api-strict; ``get_backend`` picks the library and device.
 """
 
-from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .backends import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .data import Dataset, DatasetNotFoundError, DeviceLoader, disc, load_dataset, synthetic, train_val_split
 from .layers import BatchNorm, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh

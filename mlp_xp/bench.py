@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from . import SGD, DeviceLoader, SoftmaxCrossEntropy, __version__, fit, make_mlp
-from .backend import Backend, get_backend, host_rng
+from .backends import Backend, get_backend, host_rng
 
 FEATURES, CLASSES, LR, SEED = 784, 10, 0.1, 0
 MODELS = ((256,), (100,), (1024, 1024))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .backends import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .data import DatasetNotFoundError, DeviceLoader, load_dataset, load_idx_dir, synthetic, train_val_split
 from .losses import SoftmaxCrossEntropy

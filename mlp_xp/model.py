@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 
 from .arrays import Array, size
-from .backend import Backend, get_backend, host_rng
+from .backends import Backend, get_backend, host_rng
 from .layers.base import Layer
 
 

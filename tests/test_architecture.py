@@ -15,10 +15,12 @@ import pytest
 import mlp_xp
 
 PACKAGE = Path(mlp_xp.__file__).resolve().parent
-FORBIDDEN = ("numpy", "cupy", "torch", "array_api_strict")
+FORBIDDEN = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 # array-api-compat's wrapped namespaces are the concrete libraries under another name
 FORBIDDEN_COMPAT = tuple(f"array_api_compat.{name}" for name in ("numpy", "cupy", "torch", "dask", "jax"))
-GPU_LIBRARIES = ("cupy", "torch")
+GPU_LIBRARIES = ("cupy", "torch", "jax")
+# the seam: one module per library, each importing only its own library
+SEAM = {"backends/cupy.py": "cupy", "backends/torch.py": "torch", "backends/jax.py": "jax"}
 
 COMPUTE_MODULES = sorted(
     [*(PACKAGE / "layers").glob("*.py")]
@@ -67,17 +69,19 @@ def test_compute_path_imports_no_array_library(path):
     assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}; go through the backend or array_namespace"
 
 
-def test_only_backend_imports_gpu_libraries():
-    """backend.py is the one place the package uses CuPy or torch. bench.py may too: its
-    comparators (a hand-written NumPy/CuPy loop and PyTorch eager) exist to be
+def test_only_the_seam_imports_gpu_libraries():
+    """Each backends/<library>.py is the one place the package uses that library. bench.py may
+    too: its comparators (a hand-written NumPy/CuPy loop and PyTorch eager) exist to be
     library-specific, and nothing in the package imports bench."""
     importers = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        bad = offending(imported_modules(path.read_text(encoding="utf-8")), GPU_LIBRARIES + FORBIDDEN_COMPAT[1:3])
+        bad = offending(imported_modules(path.read_text(encoding="utf-8")), GPU_LIBRARIES + FORBIDDEN_COMPAT[1:])
         if bad:
             importers[path.relative_to(PACKAGE).as_posix()] = sorted(bad)
-    assert set(importers) <= {"backend.py", "bench.py"}, importers
-    assert "backend.py" in importers  # the check does see the imports that are there
+    for module, library in SEAM.items():
+        assert importers.pop(module), f"{module} imports nothing of {library}: the check does not see imports"
+        assert all(name.split(".")[-1] == library or name == library for name in importers.get(module, []))
+    assert set(importers) <= {"bench.py"}, importers
     users_of_bench = sorted(
         path.name for path in PACKAGE.rglob("*.py") if path.name != "cli.py" and _imports_bench(path.read_text())
     )
@@ -121,7 +125,7 @@ def test_detector_catches(source, expected):
     [
         "import numpyro",
         "from array_api_compat import array_namespace, device",
-        "from .backend import host_rng",
+        "from .backends import host_rng",
         "from ..arrays import Array",
         "x = 'import numpy'",
         "import torchvision_like_name_without_dot",

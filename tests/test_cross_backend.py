@@ -12,7 +12,7 @@ from array_api_extra.testing import assert_close
 
 import mlp_xp
 from mlp_xp import SGD, Adam, AdamW, BatchNorm, Dropout, Linear, ReLU, Sequential, SoftmaxCrossEntropy
-from mlp_xp.backend import HostDrawnRandom
+from mlp_xp.backends import HostDrawnRandom
 
 RTOL, ATOL = 1e-4, 1e-5
 BATCH = 32

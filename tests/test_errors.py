@@ -18,7 +18,7 @@ from mlp_xp import (
     SoftmaxCrossEntropy,
     Tanh,
 )
-from mlp_xp.backend import SPECS, BackendUnavailableError
+from mlp_xp.backends import SPECS, BackendUnavailableError
 
 
 def small_model(backend, dtype="float32") -> Sequential:
@@ -50,7 +50,7 @@ def test_wrong_width_in_the_middle_names_that_layer(numpy_backend):
 
 def test_batchnorm_wrong_width(numpy_backend):
     layer = BatchNorm(3)
-    layer.init(numpy_backend, mlp_xp.backend.host_rng(0), "float32")
+    layer.init(numpy_backend, mlp_xp.backends.host_rng(0), "float32")
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
         layer.forward(numpy_backend.asarray(host_batch(features=4), "float32"))
 
@@ -182,7 +182,7 @@ def test_model_methods_before_init():
 
 def test_backward_before_forward(numpy_backend):
     layer = Linear(4, 3)
-    layer.init(numpy_backend, mlp_xp.backend.host_rng(0), "float32")
+    layer.init(numpy_backend, mlp_xp.backends.host_rng(0), "float32")
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(numpy_backend.asarray(np.ones((2, 3), dtype=np.float32)))
 

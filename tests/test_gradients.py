@@ -95,7 +95,7 @@ def check_layer(backend: mlp_xp.Backend, layer: mlp_xp.Layer, x_host: np.ndarray
 
 def test_linear(backend64):
     layer = Linear(FEATURES, 3)
-    layer.init(backend64, mlp_xp.backend.host_rng(0), "float64")
+    layer.init(backend64, mlp_xp.backends.host_rng(0), "float64")
     # non-zero bias so db is not checked at a trivial point
     layer.params["bias"] = backend64.asarray(np.array([0.1, -0.2, 0.3]), "float64")
     x = np.random.default_rng(0).standard_normal((BATCH, FEATURES))
@@ -104,7 +104,7 @@ def test_linear(backend64):
 
 def test_linear_extra_batch_dims(backend64):
     layer = Linear(FEATURES, 3)
-    layer.init(backend64, mlp_xp.backend.host_rng(0), "float64")
+    layer.init(backend64, mlp_xp.backends.host_rng(0), "float64")
     x = np.random.default_rng(0).standard_normal((2, 3, FEATURES))
     check_layer(backend64, layer, x)
 
@@ -130,7 +130,7 @@ def test_relu_gradient_zero_where_negative(backend64):
 def _batchnorm(backend: mlp_xp.Backend) -> BatchNorm:
     rng = np.random.default_rng(3)
     layer = BatchNorm(FEATURES)
-    layer.init(backend, mlp_xp.backend.host_rng(0), "float64")
+    layer.init(backend, mlp_xp.backends.host_rng(0), "float64")
     layer.params["gamma"] = backend.asarray(rng.uniform(0.5, 1.5, FEATURES), "float64")
     layer.params["beta"] = backend.asarray(rng.standard_normal(FEATURES), "float64")
     return layer
@@ -186,7 +186,7 @@ def test_dropout_fixed_mask(backend64):
 def test_dropout_backward_uses_stored_mask(backend64):
     p = 0.5
     layer = Dropout(p)
-    layer.init(backend64, mlp_xp.backend.host_rng(0), "float64")
+    layer.init(backend64, mlp_xp.backends.host_rng(0), "float64")
     x_host = np.random.default_rng(8).uniform(1.0, 2.0, (50, 40))
     y = backend64.to_numpy(layer.forward(backend64.asarray(x_host, "float64")))
     kept = y != 0
@@ -199,7 +199,7 @@ def test_dropout_backward_uses_stored_mask(backend64):
 
 def test_dropout_eval_is_identity(backend64):
     layer = Dropout(0.5)
-    layer.init(backend64, mlp_xp.backend.host_rng(0), "float64")
+    layer.init(backend64, mlp_xp.backends.host_rng(0), "float64")
     layer.training = False
     x_host = np.random.default_rng(10).standard_normal((BATCH, FEATURES))
     y = layer.forward(backend64.asarray(x_host, "float64"))

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 
+import array_api_compat
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def test_loader_yields_every_sample_once_per_epoch_on_the_device(backend):
     assert len(loader) == 11
     sizes = []
     for x, _ in loader:
-        assert mlp_xp.backend.array_api_compat.device(x) == backend.device
+        assert array_api_compat.device(x) == backend.device
         assert x.dtype == backend.xp.float32
         sizes.append(x.shape[0])
     assert sizes == [10] * 10 + [3]
@@ -134,7 +135,7 @@ def test_same_trajectory_on_every_backend(backend, numpy_backend):
     for key in ("train_acc", "test_acc"):
         np.testing.assert_allclose(history[key], reference[key], atol=2 / 200)
     for value in model.state().values():
-        assert mlp_xp.backend.array_api_compat.device(value) == backend.device
+        assert array_api_compat.device(value) == backend.device
 
 
 def test_fit_log_line_format(numpy_backend):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..arrays import Array
-from ..backend import Backend, get_backend, host_rng
+from ..backends import Backend, get_backend, host_rng
 
 
 class DeviceLoader:

@@ -1,0 +1,206 @@
+"""The seam's base: ``Backend`` and the random-number interface every library module fills in.
+
+A ``Backend`` is an array library plus a device. The generic code uses only ``xp`` (the
+array-api-compat namespace) and ``device``; everything the standard leaves out is a method
+here, overridden by the one module per library (``numpy``, ``cupy``, ``torch``, ``strict``,
+``jax``) where that library does it differently:
+
+``asarray(host, dtype)`` / ``to_numpy(x)``
+    The way onto the device and the one way back to the host (NumPy is the host format).
+``random(seed)``
+    A seeded ``DeviceRandom`` that creates arrays on the device (normal, uniform, permutation,
+    Bernoulli masks).
+``synchronize()`` / ``memory_in_use()`` / ``describe()`` / ``is_gpu``
+    Wait for queued device work; bytes held by the library's allocator; versions, devices and
+    BLAS threads for reports; whether arrays live in GPU memory.
+``compile_step(fn)`` / ``compiles``
+    Trace a pure step function once and run it as one compiled program (JAX, torch); the
+    libraries without a compiler raise ``CompileUnsupportedError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "CompileUnsupportedError",
+    "DeviceRandom",
+    "HostDrawnRandom",
+    "host_rng",
+]
+
+COMPILING_BACKENDS = ("jax", "jax:cuda", "torch", "torch:cuda")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested library or device cannot be used on this machine."""
+
+
+class CompileUnsupportedError(ValueError):
+    """The backend's library has no compiler (NumPy, CuPy, array-api-strict)."""
+
+
+def host_rng(seed: int | tuple[int, ...]) -> np.random.Generator:
+    """Seeded host generator: the same draws on every backend (initial weights, permutations)."""
+    return np.random.default_rng(seed)
+
+
+class DeviceRandom:
+    """Seeded random arrays created on a backend's device.
+
+    Subclasses implement ``_normal``, ``_uniform`` and ``permutation``; shapes are tuples,
+    dtypes are names (``"float32"``) or namespace dtypes. ``state``/``set_state`` expose
+    the generator state as an array where a compiled step must carry it (JAX keys).
+    """
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        self.backend = backend
+        self.seed = seed
+
+    def normal(self, shape: tuple[int, ...], dtype: Any = "float32") -> Any:
+        """Standard normal draws of ``shape``."""
+        return self._normal(tuple(shape), self.backend.dtype(dtype))
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any = "float32") -> Any:
+        """Uniform draws in [0, 1) of ``shape``."""
+        return self._uniform(tuple(shape), self.backend.dtype(dtype))
+
+    def bernoulli_mask(self, shape: tuple[int, ...], keep_prob: float, dtype: Any = "float32") -> Any:
+        """Array of ``shape`` holding 1 with probability ``keep_prob`` and 0 otherwise."""
+        dtype = self.backend.dtype(dtype)
+        return self.backend.xp.astype(self._uniform(tuple(shape), dtype) < keep_prob, dtype)
+
+    def permutation(self, n: int) -> Any:
+        """A random permutation of ``range(n)`` as an int64 device array."""
+        raise NotImplementedError
+
+    def _normal(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        raise NotImplementedError
+
+    def _uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        raise NotImplementedError
+
+
+class HostDrawnRandom(DeviceRandom):
+    """Draws with NumPy on the host and uploads: exact for NumPy (no copy), and the only
+    option for array-api-strict, which has no random module. The same seed gives the same
+    arrays on every backend, which tests use to make dropout masks equal across libraries."""
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        super().__init__(backend, seed)
+        self._rng = np.random.default_rng(seed)
+
+    def _normal(self, shape, dtype):
+        return self.backend.asarray(self._rng.standard_normal(shape, dtype=np.float32), dtype)
+
+    def _uniform(self, shape, dtype):
+        return self.backend.asarray(self._rng.random(shape, dtype=np.float32), dtype)
+
+    def permutation(self, n):
+        return self.backend.asarray(self._rng.permutation(n), "int64")
+
+
+class Backend:
+    """An array library and a device. Create with :func:`mlp_xp.get_backend`.
+
+    ``xp`` is the array-api-compat namespace, ``device`` the library's device object,
+    ``name`` the library (``numpy``, ``cupy``, ``torch``, ``array-api-strict``, ``jax``) and
+    ``spec`` a string that ``get_backend`` turns back into the same backend.
+    """
+
+    name: str = "?"
+    module: str = "?"
+    """The library's import name (for its version)."""
+
+    def __init__(self, xp: Any, device: Any, spec: str) -> None:
+        self.xp = xp
+        self.device = device
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"Backend({self.spec!r}, device={self.device!r})"
+
+    def dtype(self, dtype: Any) -> Any:
+        """The namespace dtype for a name such as ``"float32"`` (dtypes pass through)."""
+        return getattr(self.xp, dtype) if isinstance(dtype, str) else dtype
+
+    def asarray(self, host: Any, dtype: Any = None) -> Any:
+        """Upload a host (NumPy) array or nested sequence to this backend's device.
+
+        ``dtype`` defaults to the host array's dtype; a copy is made only where needed.
+        """
+        if dtype is None:
+            dtype = np.asarray(host).dtype.name
+        return self.xp.asarray(host, dtype=self.dtype(dtype), device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy a device array to a new host NumPy array (the only way back to the host;
+        never a view of the device array, also on the CPU)."""
+        return np.array(x, copy=True)
+
+    def random(self, seed: int) -> DeviceRandom:
+        """A seeded generator that creates arrays on this backend's device."""
+        return HostDrawnRandom(self, seed)
+
+    def synchronize(self) -> None:
+        """Block until all queued work on the device has finished (no-op on the CPU)."""
+
+    def memory_in_use(self) -> int | None:
+        """Bytes of device memory held by the library's allocator (None on the CPU)."""
+        return None
+
+    @property
+    def is_gpu(self) -> bool:
+        """True when arrays live in GPU memory."""
+        return False
+
+    @property
+    def compiles(self) -> bool:
+        """Whether ``compile_step`` is available (the library has a tracing compiler)."""
+        return False
+
+    def compile_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (a pure function of arrays and pytrees of arrays) traced once and run as one
+        compiled program. Raises ``CompileUnsupportedError`` where the library has no compiler."""
+        raise CompileUnsupportedError(
+            f"{self.spec} has no compiler: --compile works on {', '.join(COMPILING_BACKENDS)} "
+            "(install mlp-xp[jax] or mlp-xp[torch]); drop --compile to train eagerly here."
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Library, version, device and thread facts for logs and benchmark records."""
+        module = importlib.import_module(self.module)
+        info: dict[str, Any] = {
+            "backend": self.name,
+            "spec": self.spec,
+            "device": str(self.device),
+            "version": getattr(module, "__version__", "?"),
+            "numpy": np.__version__,
+            "array_api_compat": array_api_compat.__version__,
+        }
+        info.update(self._facts())
+        info["blas"] = _blas_info()
+        return info
+
+    def _facts(self) -> dict[str, Any]:
+        """Library-specific entries of ``describe`` (GPU name, threads)."""
+        return {}
+
+
+def _blas_info() -> list[dict[str, Any]]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [
+        {k: pool.get(k) for k in ("internal_api", "num_threads", "architecture")}
+        for pool in threadpool_info()
+        if pool.get("user_api") == "blas"
+    ]

@@ -1,0 +1,15 @@
+"""NumPy on the CPU: the reference backend and the host format of every other."""
+
+from __future__ import annotations
+
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    name = module = "numpy"
+
+
+def create() -> NumpyBackend:
+    import array_api_compat.numpy as xp
+
+    return NumpyBackend(xp, "cpu", "numpy")

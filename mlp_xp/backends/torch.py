@@ -1,0 +1,97 @@
+"""PyTorch tensors on the CPU or one CUDA GPU; ``torch.compile`` as the compiler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import Backend, BackendUnavailableError, DeviceRandom
+
+
+class TorchRandom(DeviceRandom):
+    """A seeded ``torch.Generator`` on the backend's device."""
+
+    def __init__(self, backend: TorchBackend, seed: int) -> None:
+        super().__init__(backend, seed)
+        import torch
+
+        self._torch = torch
+        self._gen = torch.Generator(device=backend.device).manual_seed(seed)
+
+    def _normal(self, shape, dtype):
+        return self._torch.randn(shape, generator=self._gen, device=self.backend.device, dtype=dtype)
+
+    def _uniform(self, shape, dtype):
+        return self._torch.rand(shape, generator=self._gen, device=self.backend.device, dtype=dtype)
+
+    def permutation(self, n):
+        return self._torch.randperm(n, generator=self._gen, device=self.backend.device)
+
+
+class TorchBackend(Backend):
+    name = module = "torch"
+
+    def to_numpy(self, x: Any):
+        return x.detach().cpu().numpy().copy()
+
+    def random(self, seed: int) -> TorchRandom:
+        return TorchRandom(self, seed)
+
+    def synchronize(self, *arrays: Any) -> None:
+        if self.is_gpu:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def memory_in_use(self) -> int | None:
+        if not self.is_gpu:
+            return None
+        import torch
+
+        return int(torch.cuda.memory_allocated(self.device))
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def compiles(self) -> bool:
+        return True
+
+    def compile_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``torch.compile`` with inductor; CUDA graphs (``reduce-overhead``) on a GPU."""
+        import torch
+
+        return torch.compile(fn, mode="reduce-overhead" if self.is_gpu else None, dynamic=False)
+
+    def _facts(self) -> dict[str, Any]:
+        import torch
+
+        facts: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+        if self.is_gpu:
+            facts["gpu"] = torch.cuda.get_device_name(self.device)
+        return facts
+
+
+def create(device: str = "cpu") -> TorchBackend:
+    """``device`` is ``cpu``, ``cuda`` or ``cuda:N``."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailableError('the torch backend needs PyTorch: pip install "mlp-xp[torch]".') from exc
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                "torch:cuda was requested but PyTorch sees no CUDA device "
+                f"(torch {torch.__version__}); use --device torch for the CPU."
+            )
+        if dev.index is None:
+            dev = torch.device("cuda", 0)
+        if dev.index >= torch.cuda.device_count():
+            raise BackendUnavailableError(
+                f"{device} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
+    import array_api_compat.torch as xp
+
+    return TorchBackend(xp, dev, "torch" if dev.type == "cpu" else f"torch:{dev}")

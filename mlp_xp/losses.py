@@ -1,8 +1,11 @@
 """Losses: ``forward(pred, target) -> scalar array`` (mean over the batch), ``backward() -> dpred``.
 
-``correct(pred, target)`` counts right predictions as a device scalar (for accuracy) where
-the loss defines one. Nothing here reads values back to the host, except the optional label
-range check of ``SoftmaxCrossEntropy``.
+``forward`` keeps what the gradient needs in ``cache`` and ``backward`` computes the gradient
+from it and empties the cache (evaluation, which never calls ``backward``, pays nothing for
+gradients; nothing outlives a step, so a traced step leaks no tracer). ``correct(pred,
+target)`` counts right predictions as a device scalar (for accuracy) where the loss defines
+one. Nothing here reads values back to the host, except the optional label range check of
+``SoftmaxCrossEntropy``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ from .layers.activations import sigmoid
 class Loss:
     """Base class: call ``forward`` then ``backward`` (which uses what forward cached)."""
 
+    def __init__(self) -> None:
+        self.cache: dict[str, Any] = {}
+
     def forward(self, pred: Array, target: Array) -> Array:
         raise NotImplementedError
 
     def backward(self) -> Array:
         raise NotImplementedError
+
+    def _saved(self) -> dict[str, Any]:
+        """The last forward's cache, handed over once (then emptied)."""
+        if not self.cache:
+            raise RuntimeError(f"{type(self).__name__}: backward() called before forward() (each forward serves one backward).")
+        saved, self.cache = self.cache, {}
+        return saved
 
     def __call__(self, pred: Array, target: Array) -> Array:
         return self.forward(pred, target)
@@ -46,8 +59,8 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     def __init__(self, check_labels: bool = True) -> None:
+        super().__init__()
         self.check_labels = check_labels
-        self._class_ids: Array | None = None
 
     def forward(self, pred: Array, target: Array) -> Array:
         xp = _namespace(pred, target, "SoftmaxCrossEntropy")
@@ -57,43 +70,36 @@ class SoftmaxCrossEntropy(Loss):
         total = xp.sum(exp, axis=-1, keepdims=True)
         n = size(pred) // classes
         if target.ndim == pred.ndim - 1:  # integer labels
-            class_ids = self._class_ids_for(xp, target, classes)
             if tuple(target.shape) != tuple(pred.shape[:-1]):
                 raise ValueError(
                     f"SoftmaxCrossEntropy: labels of shape {tuple(target.shape)} do not fit logits of shape "
                     f"{tuple(pred.shape)} (expected labels of shape {tuple(pred.shape[:-1])})."
                 )
+            if not xp.isdtype(target.dtype, "integral"):
+                raise ValueError(f"SoftmaxCrossEntropy: class labels must be integers, got dtype {target.dtype}.")
             if self.check_labels and bool(xp.any((target < 0) | (target >= classes))):
                 raise ValueError(
                     f"SoftmaxCrossEntropy: labels must lie in [0, {classes}) for {classes} logits; "
                     f"got values from {int(xp.min(target))} to {int(xp.max(target))}."
                 )
             # this batch's one-hot as a float mask (batch..., C), from one comparison
+            class_ids = xp.arange(classes, dtype=target.dtype, device=device(target))
             target = xp.astype(target[..., None] == class_ids, pred.dtype)
         elif tuple(target.shape) != tuple(pred.shape):
             raise ValueError(
                 f"SoftmaxCrossEntropy: one-hot targets of shape {tuple(target.shape)} "
                 f"do not match logits of shape {tuple(pred.shape)}."
             )
-        loss = xp.sum(target * (xp.log(total) - shifted)) / n
-        grad = exp / total
-        grad -= target
-        grad *= 1.0 / n
-        self._grad = grad
-        return loss
+        self.cache = {"exp": exp, "total": total, "target": target, "n": n}
+        return xp.sum(target * (xp.log(total) - shifted)) / n
 
     def backward(self) -> Array:
-        return self._grad
-
-    def _class_ids_for(self, xp: Any, labels: Array, classes: int) -> Array:
-        """``arange(classes)`` in the labels' dtype and device, kept between calls; a new one
-        is made (and the dtype checked) only when those change."""
-        ids = self._class_ids
-        if ids is None or ids.shape[0] != classes or ids.dtype != labels.dtype or device(ids) != device(labels):
-            if not xp.isdtype(labels.dtype, "integral"):
-                raise ValueError(f"SoftmaxCrossEntropy: class labels must be integers, got dtype {labels.dtype}.")
-            ids = self._class_ids = xp.arange(classes, dtype=labels.dtype, device=device(labels))
-        return ids
+        saved = self._saved()
+        grad = saved["exp"]  # ours to overwrite: the softmax, then the gradient, in place
+        grad /= saved["total"]
+        grad -= saved["target"]
+        grad *= 1.0 / saved["n"]
+        return grad
 
     def correct(self, pred: Array, target: Array) -> Array:
         xp = namespace(pred)
@@ -114,11 +120,12 @@ class MSE(Loss):
             )
         diff = pred - target
         count = size(pred)
-        self._grad = diff * (2.0 / count)
+        self.cache = {"diff": diff, "count": count}
         return xp.sum(diff * diff) / count
 
     def backward(self) -> Array:
-        return self._grad
+        saved = self._saved()
+        return saved["diff"] * (2.0 / saved["count"])
 
 
 class BinaryCrossEntropy(Loss):
@@ -132,6 +139,7 @@ class BinaryCrossEntropy(Loss):
     """
 
     def __init__(self, from_logits: bool = True, eps: float = 1e-7) -> None:
+        super().__init__()
         self.from_logits = from_logits
         self.eps = eps
 
@@ -141,15 +149,19 @@ class BinaryCrossEntropy(Loss):
         n = size(pred)
         if self.from_logits:
             loss = xp.sum(xp.maximum(pred, 0.0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))) / n
-            self._grad = (sigmoid(pred) - target) / n
+            self.cache = {"pred": pred, "target": target, "n": n}
         else:
             p = xp.clip(pred, self.eps, 1.0 - self.eps)
             loss = -xp.sum(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)) / n
-            self._grad = (p - target) / (p * (1.0 - p)) / n
+            self.cache = {"pred": p, "target": target, "n": n}
         return loss
 
     def backward(self) -> Array:
-        return self._grad
+        saved = self._saved()
+        p, target, n = saved["pred"], saved["target"], saved["n"]
+        if self.from_logits:
+            return (sigmoid(p) - target) / n
+        return (p - target) / (p * (1.0 - p)) / n
 
     def correct(self, pred: Array, target: Array) -> Array:
         xp = namespace(pred)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from .arrays import Array, size
 from .backends import Backend, get_backend, host_rng
 from .layers.base import Layer
+from .params import FlatParameters
 
 
 class Sequential:
@@ -33,6 +34,7 @@ class Sequential:
             self.layers.append(layer)
         self.backend: Backend | None = None
         self.dtype: str | None = None
+        self.flat: FlatParameters | None = None
         self._range = (0, len(self.layers) - 1)
 
     @property
@@ -68,10 +70,12 @@ class Sequential:
         for layer in self.layers:
             layer.init(backend, rng, dtype)
         self.backend, self.dtype = backend, dtype
+        self.flat = FlatParameters(self.layers) if self.parameters() else None
         return self
 
     def parameters(self) -> dict[str, Array]:
-        """Trainable arrays by ``"<layer>.<param>"`` name (the arrays themselves, not copies)."""
+        """Trainable arrays by ``"<layer>.<param>"`` name (the arrays themselves, not copies:
+        views of the flat buffer ``flat`` once initialised)."""
         return {f"{layer.name}.{key}": value for layer in self.layers for key, value in layer.params.items()}
 
     def state(self) -> dict[str, Array]:
@@ -97,6 +101,8 @@ class Sequential:
             for store in (layer.params, layer.buffers):
                 for key in store:
                     store[key] = state[f"{layer.name}.{key}"]
+        if self.flat is not None:
+            self.flat.sync()
 
     def to(self, backend: Backend | str, dtype: str | None = None) -> Sequential:
         """Move parameters, buffers and random generators to another backend (and dtype)."""
@@ -149,13 +155,15 @@ class Sequential:
     def backward(self, dy: Array, input_grad: bool = False) -> Array | None:
         """Back-propagate ``dy`` (gradient of the loss w.r.t. the last forward's output)
         through the layers that forward ran, filling each layer's ``grads``. Returns the
-        gradient w.r.t. the input when ``input_grad`` is true, else None (and skips its cost)."""
+        gradient w.r.t. the input when ``input_grad`` is true, else None (and skips its cost).
+        Each layer's forward cache is emptied once its backward has run."""
         first, last = self._range
         for index in range(last, first - 1, -1):
             layer = self.layers[index]
             if hasattr(layer, "input_grad"):
                 layer.input_grad = input_grad or index != first
             dy = layer.backward(dy)
+            layer.cache.clear()
             if dy is None:
                 return None
         return dy if input_grad else None

@@ -5,8 +5,13 @@ SGD momentum ``v ← μv + g; p ← p − lr·v`` (Nesterov: ``p ← p − lr·(
 correction and ``eps`` added after ``sqrt(v̂)``. Weight decay applies to each layer's
 ``decay`` parameters (weights, not biases or BatchNorm) unless ``decay_all=True``: as an L2
 term added to the gradient (``g += λ·p``) for SGD and Adam, decoupled (``p ← p·(1 − lr·λ)``)
-for AdamW. Updates are in place where the library allows (NumPy, CuPy, torch); state lives
-on the parameters' device. ``step()`` may modify the gradients in place.
+for AdamW.
+
+Every update works on the model's whole flat parameter buffer (``model.flat``) and a flat
+gradient, with flat state buffers of the same layout: a handful of whole-buffer operations per
+step, whatever the number of layers. Updates are in place where the library allows; the
+result is installed through ``FlatParameters.install`` (which rebinds where arrays are
+immutable). ``lr`` and ``steps`` may be device scalars while a compiled step is traced.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "step_decay", "exponential_decay
 
 class Optimizer:
     """Base class. ``step()`` updates every parameter of ``model`` from its gradient;
-    ``set_epoch(e)`` applies the schedule: ``lr = base_lr · schedule(e)``."""
+    ``set_epoch(e)`` applies the schedule: ``lr = base_lr · schedule(e)``.
+
+    ``state`` maps each name of ``state_names`` to a flat buffer in the parameters' layout,
+    created by ``prepare()`` (called by the first step)."""
 
     state_names: tuple[str, ...] = ()
 
@@ -47,66 +55,74 @@ class Optimizer:
         self.decay_all = decay_all
         self.schedule = schedule
         self.steps = 0
-        self.state: dict[str, dict[str, Array]] = {name: {} for name in self.state_names}
-        self._slots: list[tuple[str, Any, str, bool]] = []
-
-    def slots(self) -> list[tuple[str, Any, str, bool]]:
-        """(full name, layer, key, decays?) for every parameter; listed once, on first use
-        (after ``model.init``), since a model's layers and parameter names do not change."""
-        if not self._slots:
-            self._slots = [
-                (f"{layer.name}.{key}", layer, key, self.decay_all or key in layer.decay)
-                for layer in self.model.layers
-                for key in layer.params
-            ]
-        return self._slots
+        self.state: dict[str, Array] = {}
+        self._decay: Array | float = weight_decay  # a flat mask × λ once prepared (unless decay_all)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the learning rate for a 0-based epoch from the schedule."""
         if self.schedule is not None:
             self.lr = self.base_lr * self.schedule(epoch)
 
+    def prepare(self) -> None:
+        """Create the state buffers (zeros) and the weight-decay factors on the parameters'
+        device, once; a compiled step calls this before tracing so that nothing is created
+        inside the trace."""
+        flat = self.model.flat
+        if flat is None:
+            raise RuntimeError("the model has no parameters to optimize: call model.init(backend) first.")
+        flat.sync()
+        if not self.state:
+            xp = namespace(flat.data)
+            self.state = {name: xp.zeros_like(flat.data) for name in self.state_names}
+        if self.weight_decay and not self.decay_all and isinstance(self._decay, float):
+            self._decay = flat.decay_mask() * self.weight_decay
+
     def step(self) -> None:
+        """Update the parameters from the gradients the last ``model.backward`` stored."""
+        self.prepare()
+        self.apply(self.model.flat.grads())
+
+    def apply(self, grads: Array) -> None:
+        """Update the parameters from a flat gradient in ``model.flat``'s layout (which the
+        update may modify in place): the step after any gradient reduction across processes."""
         self.steps += 1
-        for name, layer, key, decays in self.slots():
-            grad = layer.grads.get(key)
-            if grad is None:
-                raise RuntimeError(f"no gradient for {name}: call model.backward() before optimizer.step().")
-            param = layer.params[key]
-            if decays and self.weight_decay:
-                grad = self._apply_decay(param, grad)  # may scale param in place (AdamW)
-            layer.params[key] = self._update(name, param, grad)
+        flat = self.model.flat
+        params = flat.data
+        if self.weight_decay:
+            params, grads = self._apply_decay(params, grads)
+        flat.install(self._update(params, grads))
 
-    def _apply_decay(self, param: Array, grad: Array) -> Array:
-        grad += self.weight_decay * param
-        return grad
+    def _apply_decay(self, params: Array, grads: Array) -> tuple[Array, Array]:
+        grads += self._decay * params
+        return params, grads
 
-    def _update(self, name: str, param: Array, grad: Array) -> Array:
+    def _update(self, params: Array, grads: Array) -> Array:
+        """The update of the whole flat buffer; returns the new parameters (``params`` itself
+        where updated in place)."""
         raise NotImplementedError
 
-    def _buffer(self, which: str, name: str, like: Array) -> Array:
-        store = self.state[which]
-        if name not in store:
-            store[name] = namespace(like).zeros_like(like)
-        return store[name]
-
     def state_arrays(self) -> dict[str, Array]:
-        """Optimizer state as ``"<state>/<param>"`` arrays, for checkpoints."""
-        return {f"{which}/{name}": a for which, store in self.state.items() for name, a in store.items()}
+        """Optimizer state as ``"<state>/<layer>.<key>"`` arrays (views), for checkpoints."""
+        flat = self.model.flat
+        return {f"{which}/{name}": a for which, buffer in self.state.items() for name, a in flat.split(buffer).items()}
 
     def load_state_arrays(self, arrays: dict[str, Array], steps: int) -> None:
-        self.steps = steps
+        """Replace the state from ``state_arrays``-style arrays (all parameters of each state)."""
+        grouped: dict[str, dict[str, Array]] = {}
         for key, value in arrays.items():
             which, _, name = key.partition("/")
-            if which not in self.state:
+            if which not in self.state_names:
                 raise ValueError(f"optimizer state {key!r} does not belong to {type(self).__name__}.")
-            self.state[which][name] = value
+            grouped.setdefault(which, {})[name] = value
+        flat = self.model.flat
+        self.state = {which: flat.join(parts) for which, parts in grouped.items()}
+        if self.state and set(self.state) != set(self.state_names):
+            raise ValueError(f"optimizer state lacks {sorted(set(self.state_names) - set(self.state))}.")
+        self.steps = steps
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
-
-    state_names = ("momentum",)
 
     def __init__(
         self,
@@ -123,24 +139,28 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0.")
         self.momentum = momentum
         self.nesterov = nesterov
+        self.state_names = ("momentum",) if momentum else ()
 
-    def _update(self, name: str, param: Array, grad: Array) -> Array:
+    def _update(self, params: Array, grads: Array) -> Array:
         if self.momentum:
-            velocity = self._buffer("momentum", name, param)
+            velocity = self.state["momentum"]
             velocity *= self.momentum
-            velocity += grad
-            self.state["momentum"][name] = velocity
+            velocity += grads
+            self.state["momentum"] = velocity
             if not self.nesterov:
-                param -= self.lr * velocity  # velocity is state: never scaled in place
-                return param
-            grad += self.momentum * velocity
-        grad *= self.lr  # the gradient is ours to scale: no temporary
-        param -= grad
-        return param
+                params -= self.lr * velocity  # velocity is state: never scaled in place
+                return params
+            grads += self.momentum * velocity
+        grads *= self.lr  # the gradient is ours to scale: no temporary
+        params -= grads
+        return params
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with torch's bias correction; L2 weight decay added to the gradient."""
+    """Adam (Kingma & Ba) with torch's bias correction; L2 weight decay added to the gradient.
+
+    Computed as ``p ← p − (lr·√c₂/c₁) · m / (√v + eps·√c₂)`` (c = 1 − βᵗ), which equals torch's
+    ``p ← p − (lr/c₁) · m / (√v/√c₂ + eps)`` with one whole-buffer operation fewer."""
 
     state_names = ("exp_avg", "exp_avg_sq")
 
@@ -158,23 +178,26 @@ class Adam(Optimizer):
         self.betas = betas
         self.eps = eps
 
-    def _update(self, name: str, param: Array, grad: Array) -> Array:
-        xp = namespace(param)
+    def _update(self, params: Array, grads: Array) -> Array:
+        xp = namespace(params)
         beta1, beta2 = self.betas
-        m = self._buffer("exp_avg", name, param)
-        v = self._buffer("exp_avg_sq", name, param)
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        # m ← β₁m + (1−β₁)g as β₁(m − g) + g: in place, no temporary
+        m -= grads
         m *= beta1
-        m += (1.0 - beta1) * grad
+        m += grads
+        squared = grads * grads
+        v -= squared
         v *= beta2
-        v += (1.0 - beta2) * (grad * grad)
-        self.state["exp_avg"][name], self.state["exp_avg_sq"][name] = m, v
-        correction1 = 1.0 - beta1**self.steps
-        correction2 = 1.0 - beta2**self.steps
+        v += squared
+        self.state["exp_avg"], self.state["exp_avg_sq"] = m, v
+        root2 = (1.0 - beta2**self.steps) ** 0.5
         denom = xp.sqrt(v)
-        denom *= 1.0 / math.sqrt(correction2)
-        denom += self.eps
-        param -= (self.lr / correction1) * (m / denom)
-        return param
+        denom += self.eps * root2
+        step = m / denom
+        step *= self.lr * root2 / (1.0 - beta1**self.steps)
+        params -= step
+        return params
 
 
 class AdamW(Adam):
@@ -184,9 +207,9 @@ class AdamW(Adam):
     def __init__(self, model: Any, lr: float = 1e-3, *, weight_decay: float = 0.01, **kwargs: Any) -> None:
         super().__init__(model, lr, weight_decay=weight_decay, **kwargs)
 
-    def _apply_decay(self, param: Array, grad: Array) -> Array:
-        param *= 1.0 - self.lr * self.weight_decay
-        return grad
+    def _apply_decay(self, params: Array, grads: Array) -> tuple[Array, Array]:
+        params -= self.lr * (self._decay * params)
+        return params, grads
 
 
 def step_decay(step: int = 1, gamma: float = 0.5) -> Schedule:

@@ -1,9 +1,11 @@
 """The training loop: ``fit`` and ``evaluate``.
 
-Metrics stay on the device during an epoch: each step writes its loss into a device array
-(one small in-place write, no transfer) and adds its correct-prediction count to a device
-scalar. The host reads them once per epoch and at progress-bar refreshes (about twice a
-second), which is also where a non-finite loss is caught.
+``train_step`` is the one training step (forward, loss, backward, update), run eagerly by
+``fit`` or traced once and compiled (``fit(compile=True)``, see ``compiled.py``). Metrics stay
+on the device during an epoch: each step's loss and correct-prediction count are device
+scalars, kept in a list (no device work per step) and joined when read: once per epoch and
+at progress-bar refreshes (about twice a second), which is also where a non-finite loss is
+caught.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .arrays import Array
+from .compiled import CompiledSteps
 from .data.loader import DeviceLoader
 from .losses import Loss
 from .model import Sequential
 from .optim import Optimizer
 
-__all__ = ["fit", "evaluate", "History", "Callback", "TrainingDiverged"]
+__all__ = ["fit", "evaluate", "train_step", "History", "Callback", "TrainingDiverged"]
 
 REFRESH_SECONDS = 0.5
 
@@ -56,29 +59,36 @@ class History:
         return self.epochs[-1]
 
 
+def train_step(model: Sequential, loss: Loss, optimizer: Optimizer, x: Array, y: Array) -> tuple[Array, Array | None]:
+    """One training step on the batch ``(x, y)``: forward, loss, backward, optimizer update.
+    Returns the batch's mean loss and correct-prediction count (None where the loss has no
+    accuracy) as device scalars. Traceable: no host reads, no branching on array values."""
+    pred = model.forward(x)
+    value = loss.forward(pred, y)
+    correct = loss.correct(pred, y)
+    model.backward(loss.backward())
+    optimizer.step()
+    return value, correct
+
+
 def evaluate(model: Sequential, loss: Loss, loader: DeviceLoader) -> dict[str, float | None]:
-    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (one host read)."""
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (one host read each)."""
     was_training = model.layers[0].training
     model.eval()
-    total, correct = _zeros_pair(loader)
-    has_accuracy = True
+    totals: list[Array] = []
+    counts: list[Array | None] = []
     try:
         for x, y in loader:
             pred = model.forward(x)
-            total += loss.forward(pred, y) * x.shape[0]
-            count = loss.correct(pred, y)
-            if count is None:
-                has_accuracy = False
-            else:
-                correct += count
+            totals.append(loss.forward(pred, y) * x.shape[0])
+            counts.append(loss.correct(pred, y))
     finally:
+        loss.cache = {}
         if was_training:
             model.train()
-    n, backend = loader.num_samples, loader.backend
-    return {
-        "loss": float(backend.to_numpy(total)) / n,
-        "acc": float(backend.to_numpy(correct)) / n if has_accuracy else None,
-    }
+    n = loader.num_samples
+    total, correct = _host_sums(loader.backend, totals, counts)
+    return {"loss": total / n, "acc": None if correct is None else correct / n}
 
 
 def fit(
@@ -94,6 +104,7 @@ def fit(
     progress: bool = True,
     start_epoch: int = 0,
     log: Callable[[str], None] | None = print,
+    compile: bool = False,
 ) -> History:
     """Train for ``epochs`` epochs (continuing at 0-based ``start_epoch`` when resuming).
 
@@ -103,7 +114,11 @@ def fit(
     Ctrl-C stops cleanly at the next step boundary (a second Ctrl-C aborts at once) and
     returns the history with ``interrupted`` set. A NaN/inf loss
     raises ``TrainingDiverged`` naming the epoch, step and last finite loss.
+
+    ``compile=True`` traces the step once and runs it compiled (JAX: a whole epoch as one
+    program; torch: ``torch.compile``); other backends raise ``CompileUnsupportedError``.
     """
+    runner = CompiledSteps(model, loss, optimizer, train_loader) if compile else None
     history = History()
     callbacks = list(callbacks)
     stop = _InterruptFlag()
@@ -113,9 +128,8 @@ def fit(
             train_loader.set_epoch(epoch)
             model.train()
             started = time.perf_counter()
-            train_loss, train_acc, steps = _run_epoch(
-                model, loss, optimizer, train_loader, epoch, epochs, progress, stop
-            )
+            batches = runner.epoch() if runner else _eager_epoch(model, loss, optimizer, train_loader)
+            train_loss, train_acc, steps = _run_epoch(train_loader, batches, epoch, epochs, progress, stop)
             seconds = time.perf_counter() - started
             if stop.raised:
                 history.interrupted = True
@@ -158,33 +172,29 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _run_epoch(model, loss, optimizer, loader, epoch, epochs, progress, stop):
-    """One pass over ``loader``; returns (mean loss, accuracy or None, steps run)."""
+def _eager_epoch(model, loss, optimizer, loader) -> Iterator[tuple[Array, Array | None, int]]:
+    """``(loss, correct, batch size)`` of each step of one epoch, run eagerly."""
+    for x, y in loader:
+        value, count = train_step(model, loss, optimizer, x, y)
+        yield value, count, x.shape[0]
+
+
+def _run_epoch(loader, batches, epoch, epochs, progress, stop) -> tuple[float, float | None, int]:
+    """Drain one epoch's ``batches`` (loss, count, size per step or block of steps) with the
+    progress bar and Ctrl-C check; returns (mean loss, accuracy or None, steps run)."""
     backend = loader.backend
-    xp = backend.xp
-    steps = len(loader)
-    losses = xp.zeros((steps,), dtype=backend.dtype(model.dtype), device=backend.device)
+    losses: list[Array] = []
+    counts: list[Array | None] = []
     sizes: list[int] = []
-    _, correct = _zeros_pair(loader)
-    has_accuracy = True
     bar = _progress_bar(loader, epoch, epochs) if progress else None
     last_refresh = time.perf_counter()
-    step = 0
     try:
-        for x, y in loader:
-            pred = model.forward(x)
-            losses[step] = loss.forward(pred, y)
-            model.backward(loss.backward())
-            optimizer.step()
-            count = loss.correct(pred, y)
-            if count is None:
-                has_accuracy = False
-            else:
-                correct += count
-            sizes.append(x.shape[0])
-            step += 1
+        for value, count, samples in batches:
+            losses.append(value)
+            counts.append(count)
+            sizes.append(samples)
             if bar is not None:
-                bar.update(x.shape[0])
+                bar.update(samples)
                 now = time.perf_counter()
                 if now - last_refresh >= REFRESH_SECONDS:
                     last_refresh = now
@@ -194,18 +204,21 @@ def _run_epoch(model, loss, optimizer, loader, epoch, epochs, progress, stop):
     finally:
         if bar is not None:
             bar.close()
-    if step == 0:
+    if not sizes:
         return math.nan, None, 0
     mean = _mean_loss(backend, losses, sizes, epoch)
-    seen = sum(sizes)
-    return mean, (float(backend.to_numpy(correct)) / seen if has_accuracy else None), step
+    _, correct = _host_sums(backend, [], counts)
+    steps = sum(math.prod(v.shape) for v in losses)
+    return mean, (None if correct is None else correct / sum(sizes)), steps
 
 
-def _mean_loss(backend, losses: Array, sizes: list[int], epoch: int) -> float:
-    """Sample-weighted mean of the first ``len(sizes)`` step losses (one host read);
-    raises ``TrainingDiverged`` at the first non-finite one."""
-    values = backend.to_numpy(losses[: len(sizes)])
-    finite = [math.isfinite(v) for v in values.tolist()]
+def _mean_loss(backend, losses: list[Array], sizes: list[int], epoch: int) -> float:
+    """Sample-weighted mean of the step losses (one host read); raises ``TrainingDiverged``
+    at the first non-finite one. ``losses[i]`` is a step's loss, or a compiled block's per-step
+    losses whose steps hold ``sizes[i]`` samples together."""
+    values = backend.to_numpy(_joined(backend, losses)).tolist()
+    weights = [w for v, n in zip(losses, sizes) for w in _per_step(v, n)]
+    finite = [math.isfinite(v) for v in values]
     if not all(finite):
         bad = finite.index(False)
         last = f"{values[bad - 1]:.4f} at step {bad}" if bad else "none in this epoch"
@@ -213,17 +226,29 @@ def _mean_loss(backend, losses: Array, sizes: list[int], epoch: int) -> float:
             f"the loss became {values[bad]} at epoch {epoch + 1}, step {bad + 1}; last finite loss: {last}. "
             "Lower the learning rate, or check the inputs for NaN/inf."
         )
-    return float(sum(v * n for v, n in zip(values.tolist(), sizes)) / sum(sizes))
+    return float(sum(v * w for v, w in zip(values, weights)) / sum(weights))
 
 
-def _zeros_pair(loader: DeviceLoader) -> tuple[Array, Array]:
-    """A float accumulator in the loader's dtype and an int64 counter, on its device."""
-    backend = loader.backend
+def _per_step(value: Array, samples: int) -> list[float]:
+    """Sample counts of the steps behind ``value`` (a scalar, or a block of equal steps)."""
+    steps = math.prod(value.shape)
+    return [samples / steps] * steps
+
+
+def _joined(backend, arrays: list[Array]) -> Array:
+    """Device scalars, or 1-D blocks of them, as one 1-D array (one ``concat``)."""
     xp = backend.xp
-    return (
-        xp.zeros((), dtype=loader.dtype, device=backend.device),
-        xp.zeros((), dtype=xp.int64, device=backend.device),
-    )
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
+
+def _host_sums(backend, totals: list[Array], counts: list[Array | None]) -> tuple[float, float | None]:
+    """The sum of ``totals`` and of ``counts`` (None when any count is None), each read from
+    the device once."""
+    xp = backend.xp
+    total = float(backend.to_numpy(xp.sum(_joined(backend, totals)))) if totals else 0.0
+    if not counts or any(c is None for c in counts):
+        return total, None
+    return total, float(backend.to_numpy(xp.sum(_joined(backend, counts))))
 
 
 def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):

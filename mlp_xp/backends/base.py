@@ -13,9 +13,10 @@ here, overridden by the one module per library (``numpy``, ``cupy``, ``torch``, 
 ``synchronize()`` / ``memory_in_use()`` / ``describe()`` / ``is_gpu``
     Wait for queued device work; bytes held by the library's allocator; versions, devices and
     BLAS threads for reports; whether arrays live in GPU memory.
-``compile_step(fn)`` / ``compiles``
+``compile_step(fn)`` / ``compiles`` / ``scan(body, carry, xs)`` / ``scans``
     Trace a pure step function once and run it as one compiled program (JAX, torch); the
-    libraries without a compiler raise ``CompileUnsupportedError``.
+    libraries without a compiler raise ``CompileUnsupportedError``. ``scan`` runs ``body``
+    over the leading axis of ``xs`` inside a compiled program (JAX's ``lax.scan``).
 """
 
 from __future__ import annotations
@@ -173,6 +174,16 @@ class Backend:
             f"{self.spec} has no compiler: --compile works on {', '.join(COMPILING_BACKENDS)} "
             "(install mlp-xp[jax] or mlp-xp[torch]); drop --compile to train eagerly here."
         )
+
+    @property
+    def scans(self) -> bool:
+        """Whether ``scan`` is available (a loop that compiles into one program)."""
+        return False
+
+    def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any) -> tuple[Any, Any]:
+        """``body(carry, x) -> (carry, y)`` over the leading axis of ``xs``, inside a traced
+        function; returns the last carry and the stacked ``y``."""
+        raise CompileUnsupportedError(f"{self.spec} has no compiled loop (scan).")
 
     def describe(self) -> dict[str, Any]:
         """Library, version, device and thread facts for logs and benchmark records."""

@@ -88,6 +88,15 @@ class JaxBackend(Backend):
 
         return jax.jit(fn)
 
+    @property
+    def scans(self) -> bool:
+        return True
+
+    def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any) -> tuple[Any, Any]:
+        import jax
+
+        return jax.lax.scan(body, carry, xs)
+
     def _facts(self) -> dict[str, Any]:
         return {"gpu": self.device.device_kind} if self.is_gpu else {}
 

@@ -79,22 +79,30 @@ class DeviceLoader:
         """Select the shuffling order of a 0-based epoch (``fit`` calls this)."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[Array, Array]]:
-        xp, bs = self.backend.xp, self.batch_size
+    def order(self) -> Array | None:
+        """This epoch's sample order as an int64 device array (one upload), or None without
+        shuffling; advances to the next epoch."""
         order = None
         if self.shuffle:
             order = self.backend.asarray(host_rng((self.seed, self.epoch)).permutation(self.n), "int64")
         self.epoch += 1
-        for start in range(0, self.num_samples, bs):
-            stop = min(start + bs, self.n)
+        return order
+
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
+        order = self.order()
+        for start in range(0, self.num_samples, self.batch_size):
+            stop = min(start + self.batch_size, self.n)
             if order is None:
                 xb = self._features(self.x[start:stop, ...])
-                yb = xb if self.y is None else self.y[start:stop]
+                yield xb, (xb if self.y is None else self.y[start:stop])
             else:
-                index = order[start:stop]
-                xb = self._features(xp.take(self.x, index, axis=0))
-                yb = xb if self.y is None else xp.take(self.y, index, axis=0)
-            yield xb, yb
+                yield self.gather(order[start:stop])
+
+    def gather(self, index: Array) -> tuple[Array, Array]:
+        """The batch ``(x, y)`` of the samples at device indices ``index`` (a gather on the device)."""
+        take = self.backend.xp.take
+        xb = self._features(take(self.x, index, axis=0))
+        return xb, (xb if self.y is None else take(self.y, index, axis=0))
 
     def _features(self, xb: Array) -> Array:
         if not self._convert:

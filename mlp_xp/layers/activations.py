@@ -14,11 +14,11 @@ class ReLU(Layer):
     """``y = max(x, 0)``; ``dx = dy`` where ``y > 0``, else 0."""
 
     def forward(self, x: Array) -> Array:
-        self._y = namespace(x).maximum(x, 0.0)
-        return self._y
+        y = self.cache["y"] = namespace(x).maximum(x, 0.0)
+        return y
 
     def backward(self, dy: Array) -> Array:
-        return dy * namespace(dy).astype(self._y > 0, dy.dtype)
+        return dy * namespace(dy).astype(self.saved("y") > 0, dy.dtype)
 
 
 class LeakyReLU(Layer):
@@ -36,22 +36,22 @@ class LeakyReLU(Layer):
         factor = namespace(x).astype(x > 0, x.dtype)
         factor *= 1.0 - self.negative_slope
         factor += self.negative_slope
-        self._factor = factor
+        self.cache["factor"] = factor
         return x * factor
 
     def backward(self, dy: Array) -> Array:
-        return dy * self._factor
+        return dy * self.saved("factor")
 
 
 class Sigmoid(Layer):
     """Logistic ``y = 1 / (1 + exp(-x))``, computed without overflow; ``dx = dy · y(1-y)``."""
 
     def forward(self, x: Array) -> Array:
-        self._y = sigmoid(x)
-        return self._y
+        y = self.cache["y"] = sigmoid(x)
+        return y
 
     def backward(self, dy: Array) -> Array:
-        y = self._y
+        y = self.saved("y")
         return dy * (y * (1.0 - y))
 
 
@@ -59,11 +59,11 @@ class Tanh(Layer):
     """``y = tanh(x)``; ``dx = dy · (1 - y²)``."""
 
     def forward(self, x: Array) -> Array:
-        self._y = namespace(x).tanh(x)
-        return self._y
+        y = self.cache["y"] = namespace(x).tanh(x)
+        return y
 
     def backward(self, dy: Array) -> Array:
-        y = self._y
+        y = self.saved("y")
         return dy * (1.0 - y * y)
 
 
@@ -75,12 +75,12 @@ class Softmax(Layer):
     """
 
     def forward(self, x: Array) -> Array:
-        self._y = softmax(x)
-        return self._y
+        y = self.cache["y"] = softmax(x)
+        return y
 
     def backward(self, dy: Array) -> Array:
         xp = namespace(dy)
-        y = self._y
+        y = self.saved("y")
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
 
 

@@ -12,8 +12,10 @@ from ..arrays import Array, namespace
 class Layer:
     """Base class of every layer.
 
-    ``forward(x)`` caches what ``backward`` needs; ``backward(dy)`` stores the parameter
-    gradients in ``grads`` (same keys as ``params``) and returns ``dx``. Arrays have the batch
+    ``forward(x)`` keeps what ``backward`` needs in ``cache``; ``backward(dy)`` stores the
+    parameter gradients in ``grads`` (same keys as ``params``) and returns ``dx``.
+    ``Sequential.backward`` empties each cache once used, so that no array outlives its step
+    (which matters for memory, and for tracing: a cached tracer would leak). Arrays have the batch
     dimension(s) first and features last. ``params`` is mutable: assigning an array into it
     replaces the parameter. ``buffers`` holds state that is saved but not trained
     (BatchNorm's running statistics). ``decay`` names the parameters weight decay applies to.
@@ -25,6 +27,7 @@ class Layer:
         self.params: dict[str, Array] = {}
         self.grads: dict[str, Array] = {}
         self.buffers: dict[str, Array] = {}
+        self.cache: dict[str, Array] = {}
         self.training = True
         self.name: str = type(self).__name__.lower()
 
@@ -36,6 +39,13 @@ class Layer:
 
     def __call__(self, x: Array) -> Array:
         return self.forward(x)
+
+    def saved(self, key: str) -> Array:
+        """``cache[key]`` as stored by the last ``forward``; a clear error without one."""
+        try:
+            return self.cache[key]
+        except KeyError:
+            raise RuntimeError(f"layer {self.name!r}: backward() called before forward() (each forward serves one backward).") from None
 
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Create parameters on ``backend`` in ``dtype``, drawing from the host generator ``rng``."""

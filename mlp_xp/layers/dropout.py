@@ -19,7 +19,6 @@ class Dropout(Layer):
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}.")
         self.p = p
         self.rng: Any = None
-        self._mask: Array | None = None
 
     def __repr__(self) -> str:
         return f"Dropout({self.p})"
@@ -29,14 +28,15 @@ class Dropout(Layer):
 
     def forward(self, x: Array) -> Array:
         if not self.training or self.p == 0.0:
-            self._mask = None
+            self.cache.pop("mask", None)
             return x
         if self.rng is None:
             raise RuntimeError(f"layer {self.name!r} has no random generator yet: call model.init(backend) first.")
         mask = self.rng.bernoulli_mask(tuple(x.shape), 1.0 - self.p, x.dtype)
         mask *= 1.0 / (1.0 - self.p)
-        self._mask = mask
+        self.cache["mask"] = mask
         return x * mask
 
     def backward(self, dy: Array) -> Array:
-        return dy if self._mask is None else dy * self._mask
+        mask = self.cache.get("mask")
+        return dy if mask is None else dy * mask

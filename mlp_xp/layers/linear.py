@@ -29,7 +29,6 @@ class Linear(Layer):
         self.out_features = out_features
         self.initializer = get_initializer(init, **init_kwargs)
         self.input_grad = True
-        self._x: Array | None = None
 
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features})"
@@ -50,15 +49,13 @@ class Linear(Layer):
         self._check_input(x, self.in_features, weight)
         if x.ndim < 2:
             raise ValueError(f"layer {self.name!r} needs a batch dimension; got input of shape {tuple(x.shape)}.")
-        self._x = x
+        self.cache["x"] = x
         y = x @ weight
         y += self.params["bias"]
         return y
 
     def backward(self, dy: Array) -> Array | None:
-        x, weight = self._x, self.params["weight"]
-        if x is None:
-            raise RuntimeError(f"layer {self.name!r}: backward() called before forward().")
+        x, weight = self.saved("x"), self.params["weight"]
         xp = namespace(dy)
         x2, dy2 = x, dy
         if x.ndim > 2:  # fold extra leading batch dimensions into one

@@ -58,18 +58,18 @@ class BatchNorm(Layer):
         else:
             centred = x - self.buffers["running_mean"]
             var = self.buffers["running_var"]
-        self._inv_std = 1.0 / xp.sqrt(var + self.eps)
-        self._xhat = centred * self._inv_std
-        return self._xhat * self.params["gamma"] + self.params["beta"]
+        inv_std = self.cache["inv_std"] = 1.0 / xp.sqrt(var + self.eps)
+        xhat = self.cache["xhat"] = centred * inv_std
+        return xhat * self.params["gamma"] + self.params["beta"]
 
     def backward(self, dy: Array) -> Array:
         xp = namespace(dy)
-        xhat = self._xhat
+        xhat, inv_std = self.saved("xhat"), self.saved("inv_std")
         axes = tuple(range(dy.ndim - 1))
         self.grads["gamma"] = xp.sum(dy * xhat, axis=axes)
         self.grads["beta"] = xp.sum(dy, axis=axes)
         dxhat = dy * self.params["gamma"]
         if not self.training:
-            return dxhat * self._inv_std
+            return dxhat * inv_std
         # dx = inv_std · (dxhat - mean(dxhat) - xhat · mean(dxhat · xhat)), means over the batch
-        return self._inv_std * (dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes))
+        return inv_std * (dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes))

@@ -1,0 +1,146 @@
+"""Compiled training: ``train_step`` traced once and run as one program (``jax.jit``,
+``torch.compile``); on JAX a whole epoch of full batches runs as one ``lax.scan``.
+
+The package's objects keep their state as attributes: the flat parameters, BatchNorm's
+running statistics, the optimizer's buffers, learning rate and step count, dropout's RNG key.
+``CompiledSteps`` turns ``train_step`` into a pure function of that state: the state goes in
+as arrays, is bound to the objects while the step runs (or is traced), and comes back out as
+arrays; afterwards the objects get concrete arrays back, so no tracer stays on an object and
+eager code (evaluation, checkpoints) sees the current state between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .arrays import Array
+
+State = dict[str, Any]
+
+
+class CompiledSteps:
+    """The training steps of ``model``/``loss``/``optimizer`` over ``loader``, compiled for
+    the loader's backend. ``epoch()`` yields ``(losses, corrects, samples)`` per compiled call:
+    one block of per-step values for a scanned epoch, or one step's scalars."""
+
+    def __init__(self, model: Any, loss: Any, optimizer: Any, loader: Any) -> None:
+        backend = loader.backend
+        self.step = backend.compile_step(self._pure_step)  # CompileUnsupportedError where none
+        if getattr(loss, "check_labels", False):
+            raise ValueError(
+                "a compiled step cannot check labels on the host: use SoftmaxCrossEntropy(check_labels=False) "
+                "with a DeviceLoader given num_classes, which validates the labels once."
+            )
+        self.model, self.loss, self.optimizer, self.loader, self.backend = model, loss, optimizer, loader, backend
+        self.scan = backend.compile_step(self._pure_scan) if backend.scans else None
+        optimizer.prepare()
+        self._generators = [
+            layer.rng for layer in model.layers if getattr(getattr(layer, "rng", None), "state", None) is not None
+        ]
+        self._scalars: dict[str, tuple[float, Array]] = {}
+
+    # -- state: objects <-> arrays -----------------------------------------------------------
+
+    def _read(self) -> State:
+        """The state the step reads and writes, as held by the objects now."""
+        optimizer = self.optimizer
+        state: State = {
+            "params": self.model.flat.data,
+            "buffers": [dict(layer.buffers) for layer in self.model.layers],
+            "optim": dict(optimizer.state),
+            "lr": optimizer.lr,
+            "steps": optimizer.steps,
+            "rng": [generator.state for generator in self._generators],
+        }
+        if not isinstance(optimizer._decay, float):
+            state["decay"] = optimizer._decay
+        return state
+
+    def _write(self, state: State) -> None:
+        """Bind ``state`` to the objects (parameters through ``FlatParameters.install``)."""
+        optimizer = self.optimizer
+        self.model.flat.install(state["params"])
+        for layer, buffers in zip(self.model.layers, state["buffers"]):
+            layer.buffers.update(buffers)
+        optimizer.state = dict(state["optim"])
+        optimizer.lr, optimizer.steps = state["lr"], state["steps"]
+        for generator, key in zip(self._generators, state["rng"]):
+            generator.set_state(key)
+        if "decay" in state:
+            optimizer._decay = state["decay"]
+
+    def _device_state(self) -> State:
+        """The objects' state with the learning rate and step count as device scalars in the
+        parameters' dtype (uploaded only when their host values change)."""
+        state = self._read()
+        for name in ("lr", "steps"):
+            host = state[name]
+            cached = self._scalars.get(name)
+            if cached is None or cached[0] != host:
+                cached = self._scalars[name] = (host, self._scalar(host))
+            state[name] = cached[1]
+        return state
+
+    def _scalar(self, value: float) -> Array:
+        import numpy as np  # host values only: the scalar is uploaded through the backend
+
+        return self.backend.asarray(np.asarray(value), self.model.flat.data.dtype)
+
+    def _accept(self, state: State, steps: int) -> None:
+        """Bind a call's concrete output state; the host keeps counting steps itself."""
+        host_lr, host_steps = self.optimizer.lr, self.optimizer.steps + steps
+        self._scalars["steps"] = (host_steps, state["steps"])
+        self._write(state)
+        self.optimizer.lr, self.optimizer.steps = host_lr, host_steps
+
+    # -- the pure functions that are compiled ----------------------------------------------------
+
+    def _pure_step(self, state: State, x: Array, y: Array) -> tuple[State, Array, Array | None]:
+        from .train import train_step
+
+        outside = self._read()
+        self._write(state)
+        try:
+            value, correct = train_step(self.model, self.loss, self.optimizer, x, y)
+            return self._read(), value, correct
+        finally:
+            self._write(outside)
+
+    def _pure_scan(self, state: State, data: tuple[Array, Array], index: Array) -> tuple[State, Any]:
+        loader = self.loader
+
+        def body(carry: State, rows: Array) -> tuple[State, Any]:
+            outside = loader.x, loader.y
+            loader.x, loader.y = data
+            try:
+                x, y = loader.gather(rows)
+            finally:
+                loader.x, loader.y = outside
+            carry, value, correct = self._pure_step(carry, x, y)
+            return carry, (value, correct)
+
+        return self.backend.scan(body, state, index)
+
+    # -- one epoch --------------------------------------------------------------------------------
+
+    def epoch(self) -> Iterator[tuple[Array, Array | None, int]]:
+        """Run one epoch of ``loader`` (its next order); yields per compiled call."""
+        loader, xp = self.loader, self.backend.xp
+        size = loader.batch_size
+        order = loader.order()
+        if order is None:
+            order = xp.arange(loader.n, dtype=xp.int64, device=self.backend.device)
+        start = 0
+        full = loader.num_samples // size
+        if self.scan is not None and full:
+            index = xp.reshape(order[: full * size], (full, size))
+            state, (values, counts) = self.scan(self._device_state(), (loader.x, loader.y), index)
+            self._accept(state, full)
+            yield values, counts, full * size
+            start = full * size
+        for first in range(start, loader.num_samples, size):
+            x, y = loader.gather(order[first : first + size])
+            state, value, count = self.step(self._device_state(), x, y)
+            self._accept(state, 1)
+            yield value, count, x.shape[0]

@@ -1,0 +1,115 @@
+"""``FlatParameters``: every trainable parameter of a model in one 1-D buffer.
+
+Parameters are laid out in layer order, each flattened row-major; the layers hold views into
+the buffer (``reshape(data[start:stop], shape)``), so an optimizer updates all of them with a
+few whole-buffer operations, and a distributed run reduces one contiguous gradient buffer per
+step. Gradients are gathered into a buffer of the same layout with one ``concat``.
+
+Where arrays are immutable (JAX) or a view cannot alias (the update returned a new array),
+``install`` rebinds the layers' views to the new buffer: the one place parameters are written.
+A parameter assigned from outside (``layer.params[key] = array``) is noticed by ``sync`` (an
+identity check per parameter, no device work) and copied into the buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .arrays import Array, namespace, size
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one parameter lives in the buffer: ``data[start:stop]`` reshaped to ``shape``."""
+
+    name: str
+    layer: Any
+    key: str
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+    decays: bool
+
+
+class FlatParameters:
+    """The parameters of ``layers`` (initialised) gathered into ``data``, a 1-D array on their
+    device and in their dtype; the layers' ``params`` become views of it."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        self.slots: list[Slot] = []
+        start = 0
+        for layer in layers:
+            for key, value in layer.params.items():
+                stop = start + size(value)
+                name = f"{layer.name}.{key}"
+                self.slots.append(Slot(name, layer, key, start, stop, tuple(value.shape), key in layer.decay))
+                start = stop
+        self.size = start
+        self._views: list[Array] = []
+        self.data = self.join({slot.name: slot.layer.params[slot.key] for slot in self.slots})
+        self._bind()
+
+    def __iter__(self) -> Iterator[Slot]:
+        return iter(self.slots)
+
+    def join(self, arrays: dict[str, Array]) -> Array:
+        """One flat array from per-parameter arrays named ``"<layer>.<key>"`` (this layout)."""
+        missing = [slot.name for slot in self.slots if slot.name not in arrays]
+        if missing:
+            raise ValueError(f"no array for parameter(s) {', '.join(missing)}.")
+        first = arrays[self.slots[0].name]
+        xp = namespace(first)
+        return xp.concat([xp.reshape(arrays[slot.name], (-1,)) for slot in self.slots])
+
+    def split(self, flat: Array) -> dict[str, Array]:
+        """Per-parameter views (by ``"<layer>.<key>"``) of a flat array in this layout."""
+        xp = namespace(flat)
+        return {slot.name: xp.reshape(flat[slot.start : slot.stop], slot.shape) for slot in self.slots}
+
+    def grads(self) -> Array:
+        """The layers' gradients gathered into one flat array (one ``concat``)."""
+        arrays = {}
+        for slot in self.slots:
+            grad = slot.layer.grads.get(slot.key)
+            if grad is None:
+                raise RuntimeError(f"no gradient for {slot.name}: call model.backward() before optimizer.step().")
+            arrays[slot.name] = grad
+        return self.join(arrays)
+
+    def decay_mask(self) -> Array:
+        """1 for the entries of parameters that weight decay applies to (layers' ``decay``), else 0."""
+        xp = namespace(self.data)
+        parts = [
+            (xp.ones if slot.decays else xp.zeros)((slot.stop - slot.start,), dtype=self.data.dtype, device=self.device)
+            for slot in self.slots
+        ]
+        return xp.concat(parts)
+
+    @property
+    def device(self) -> Any:
+        from array_api_compat import device
+
+        return device(self.data)
+
+    def sync(self) -> None:
+        """Copy parameters assigned since the last bind into the buffer (no device work when
+        none was: an identity check per parameter)."""
+        current = [slot.layer.params[slot.key] for slot in self.slots]
+        if any(a is not b for a, b in zip(current, self._views)):
+            self.data = self.join({slot.name: array for slot, array in zip(self.slots, current)})
+            self._bind()
+
+    def install(self, data: Array) -> None:
+        """Make ``data`` the buffer. The same array updated in place needs nothing; a new
+        array (immutable libraries, or any out-of-place update) is bound to the layers."""
+        if data is not self.data:
+            self.data = data
+            self._bind()
+
+    def _bind(self) -> None:
+        self._views = []
+        for slot, view in zip(self.slots, self.split(self.data).values()):
+            slot.layer.params[slot.key] = view
+            self._views.append(view)

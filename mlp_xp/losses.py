@@ -33,7 +33,9 @@ class Loss:
     def _saved(self) -> dict[str, Any]:
         """The last forward's cache, handed over once (then emptied)."""
         if not self.cache:
-            raise RuntimeError(f"{type(self).__name__}: backward() called before forward() (each forward serves one backward).")
+            raise RuntimeError(
+                f"{type(self).__name__}: backward() called before forward() (each forward serves one backward)."
+            )
         saved, self.cache = self.cache, {}
         return saved
 

@@ -45,7 +45,9 @@ class Layer:
         try:
             return self.cache[key]
         except KeyError:
-            raise RuntimeError(f"layer {self.name!r}: backward() called before forward() (each forward serves one backward).") from None
+            raise RuntimeError(
+                f"layer {self.name!r}: backward() called before forward() (each forward serves one backward)."
+            ) from None
 
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Create parameters on ``backend`` in ``dtype``, drawing from the host generator ``rng``."""

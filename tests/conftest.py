@@ -2,7 +2,7 @@
 
 ``backend`` runs a test once per spec in ``BACKEND_SPECS`` (numpy, array-api-strict on its CPU
 device, on the emulated ``device1`` and on the float32-only ``no_float64`` device, torch on the
-CPU, CuPy); ``backend64`` runs it on the float64-capable CPU specs. A backend that this
+CPU, JAX on the CPU, CuPy); ``backend64`` runs it on the float64-capable CPU specs. A backend that this
 machine cannot provide (torch not installed, no CUDA device) is skipped with the reason.
 
 ``--backend SPEC[,SPEC...]`` replaces the matrix, e.g. on a GPU machine::
@@ -26,9 +26,10 @@ BACKEND_SPECS = (
     "array-api-strict:device1",
     "array-api-strict:no_float64",
     "torch",
+    "jax",
     "cuda",
 )
-BACKEND64_SPECS = ("numpy", "array-api-strict", "array-api-strict:device1")
+BACKEND64_SPECS = ("numpy", "array-api-strict", "array-api-strict:device1", "jax")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,8 +65,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def resolve_backend(spec: str) -> mlp_xp.Backend:
     """The backend for ``spec``, or a pytest skip naming why this machine cannot provide it."""
-    if spec.split(":")[0] == "torch":
-        pytest.importorskip("torch", reason="torch is not installed")
+    if spec.split(":")[0] in ("torch", "jax"):
+        pytest.importorskip(spec.split(":")[0], reason=f"{spec.split(':')[0]} is not installed")
     try:
         return mlp_xp.get_backend(spec)
     except mlp_xp.BackendUnavailableError as exc:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import resolve_backend
 
-import mlp_xp
 from mlp_xp import Adam, DeviceLoader, SoftmaxCrossEntropy, fit, make_mlp
 from mlp_xp.backends import CompileUnsupportedError
 from mlp_xp.compiled import CompiledSteps
-
-from conftest import resolve_backend
 
 COMPILING = ["jax", "torch"]
 
@@ -30,7 +28,13 @@ def _run(spec, compile, dtype="float32", dropout=0.0, epochs=3, batch_size=64, s
     optimizer = Adam(model, lr=1e-2, weight_decay=1e-3)
     loader = DeviceLoader(x, y, backend, batch_size=batch_size, num_classes=4, dtype=dtype, seed=seed)
     history = fit(
-        model, SoftmaxCrossEntropy(check_labels=False), optimizer, loader, epochs=epochs, progress=False, log=None,
+        model,
+        SoftmaxCrossEntropy(check_labels=False),
+        optimizer,
+        loader,
+        epochs=epochs,
+        progress=False,
+        log=None,
         compile=compile,
     )
     state = {k: backend.to_numpy(v) for k, v in model.state().items()}

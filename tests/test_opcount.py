@@ -28,7 +28,9 @@ EVAL_BUDGET = {"plain": 25, "bn+dropout": 32}  # before: 29 and 36
 def test_step_stays_within_its_operation_budget(name):
     counts = step_counts(STEP_CONFIGS[name])
     assert counts["step_host_reads"] == 0 and counts["eval_host_reads"] == 0, counts
-    assert counts["step_ops"] <= STEP_BUDGET[name], f"{name}: {counts['step_ops']} ops per step, budget {STEP_BUDGET[name]}"
+    assert counts["step_ops"] <= STEP_BUDGET[name], (
+        f"{name}: {counts['step_ops']} ops per step, budget {STEP_BUDGET[name]}"
+    )
     kind = "bn+dropout" if "bn" in name else "plain"
     assert counts["eval_ops"] <= EVAL_BUDGET[kind], f"{name}: {counts['eval_ops']} ops per evaluation batch"
 

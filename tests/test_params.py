@@ -28,7 +28,9 @@ def test_layout_and_views(backend):
     assert tuple(flat.data.shape) == (flat.size,)
     host = backend.to_numpy(flat.data)
     for slot in flat:
-        np.testing.assert_array_equal(backend.to_numpy(model.parameters()[slot.name]).reshape(-1), host[slot.start : slot.stop])
+        np.testing.assert_array_equal(
+            backend.to_numpy(model.parameters()[slot.name]).reshape(-1), host[slot.start : slot.stop]
+        )
     assert [s.name for s in flat if s.decays] == ["hidden1.weight", "output.weight"]
     mask = backend.to_numpy(flat.decay_mask())
     assert mask.sum() == 6 * 5 + 5 * 3 and set(mask.tolist()) == {0.0, 1.0}
@@ -45,7 +47,9 @@ def test_updates_reach_the_layers_on_every_backend(backend):
             _step(model, optimizer, b, seed)
         flat = b.to_numpy(model.flat.data)
         for slot in model.flat:
-            np.testing.assert_array_equal(b.to_numpy(slot.layer.params[slot.key]).reshape(-1), flat[slot.start : slot.stop])
+            np.testing.assert_array_equal(
+                b.to_numpy(slot.layer.params[slot.key]).reshape(-1), flat[slot.start : slot.stop]
+            )
         results.append(flat)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(results[0], make_mlp(6, [5], 3).init("numpy", seed=2).flat.data)

@@ -84,8 +84,9 @@ def test_torch_model_imports_with_default_names_and_same_outputs(torch, backend)
     nn = torch.nn
     torch.manual_seed(0)
     seq = nn.Sequential(
-        nn.Linear(IN, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Dropout(0.1), nn.Linear(12, 6), nn.Sigmoid(),
-        nn.Linear(6, CLASSES, bias=False), nn.Softmax(dim=1),
+        nn.Linear(IN, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Dropout(0.1), nn.Linear(12, 8), nn.ReLU(),
+        nn.Linear(8, 6), nn.LeakyReLU(0.2), nn.Linear(6, 6), nn.Sigmoid(), nn.Linear(6, CLASSES, bias=False),
+        nn.Softmax(dim=1),
     )  # fmt: skip
     seq(torch.from_numpy(X))  # one training-mode pass moves the running stats
     seq.eval()

@@ -78,14 +78,16 @@ def torch_trained_import(data: mlp_xp.Dataset) -> None:
         print(f"  from_torch on {spec:<17} test accuracy {accuracy:.4f}")
 
 
-def timing(path: str, x: np.ndarray, workdir: Path, rounds: int = 5) -> None:
+def timing(path: str, x: np.ndarray, workdir: Path, rounds: int = 7) -> None:
     model = load(path)
     onnx_path = workdir / "timed.onnx"
     nodes = mlp_xp.export_onnx(model, onnx_path).graph.node
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()  # idle ORT threads must not spin while NumPy runs in between
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     runners = {"onnxruntime": lambda b: session.run(None, {"input": b}), "mlp_xp numpy": model.forward}
     calls = {1: 2000, 1000: 20}
-    best: dict[tuple[str, int], list[float]] = {}
+    seconds: dict[tuple[str, int], list[float]] = {}
     for _ in range(rounds):  # interleaved: machine drift hits both alike
         for batch, count in calls.items():
             for name, run in runners.items():
@@ -93,10 +95,11 @@ def timing(path: str, x: np.ndarray, workdir: Path, rounds: int = 5) -> None:
                 started = time.perf_counter()
                 for i in range(count):
                     run(x[(i * batch) % 9000 : (i * batch) % 9000 + batch])
-                best.setdefault((name, batch), []).append((time.perf_counter() - started) / count)
-    print(f"timing {path} ({len(nodes)} ONNX nodes), median of {rounds} interleaved rounds, per call:")
+                seconds.setdefault((name, batch), []).append((time.perf_counter() - started) / count)
+    print(f"timing {path} ({len(nodes)} ONNX nodes), per call, best and median of {rounds} interleaved rounds:")
     for batch in calls:
-        cells = [f"{name} {statistics.median(best[(name, batch)]) * 1e6:8.1f} µs" for name in runners]
+        times = {name: np.array(seconds[(name, batch)]) * 1e6 for name in runners}
+        cells = [f"{name} {t.min():7.0f} µs (median {statistics.median(t):.0f})" for name, t in times.items()]
         print(f"  batch {batch:>4}: " + "   ".join(cells))
 
 

@@ -215,9 +215,6 @@ def test_evaluate_uses_eval_mode_and_restores_training(numpy_backend):
     assert all(layer.training for layer in model.layers)
 
 
-# -- checkpoints: tests/test_checkpoint.py ------------------------------------------------
-
-
 # -- CLI end to end ---------------------------------------------------------------------------
 
 

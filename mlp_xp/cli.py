@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="index of the first test image")
     p.add_argument("--out", default="predictions.png", help="PNG grid of images with predicted/true names")
 
+    x = sub.add_parser("export", help="write a checkpoint's model as ONNX or as a torch state_dict (safetensors)")
+    x.add_argument("--load", required=True, metavar="CKPT")
+    x.add_argument("--format", choices=("onnx", "torch"), required=True)
+    x.add_argument("-o", "--out", required=True, metavar="PATH")
+    x.add_argument("--class-names", nargs="+", metavar="NAME", help="ONNX metadata (default: the dataset's)")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    x.set_defaults(device="cpu")
+
     sub.add_parser("info", help="backends, devices, versions, BLAS threads and datasets found")
 
     from .bench import add_bench_arguments
@@ -337,6 +345,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ---------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .data.datasets import SOURCES
+    from .export import export_onnx, save_torch_state, torch_source
+
+    model, _, checkpoint = _load_model(args)
+    try:
+        if args.format == "torch":
+            save_torch_state(model, args.out, batches_tracked=checkpoint.meta.get("optimizer", {}).get("steps", 0))
+            print(f"wrote {args.out} (torch state_dict, safetensors); load it with:\n\n{torch_source(model, args.out)}")
+            return 0
+        dataset = SOURCES.get(checkpoint.meta["config"].get("dataset"))
+        outputs = checkpoint.meta["model_config"]["out_features"]
+        names = args.class_names or (list(dataset.class_names) if dataset else [str(c) for c in range(outputs)])
+        nodes = export_onnx(model, args.out, class_names=names, opset=args.opset).graph.node
+    except ImportError as exc:  # onnx (an extra) is missing
+        print(f"mlp-xp export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} (ONNX opset {args.opset}, {len(nodes)} nodes: {' -> '.join(n.op_type for n in nodes)})")
+    print(f"class names: {', '.join(names)}")
+    return 0
+
+
 # -- info -----------------------------------------------------------------------------------
 
 
@@ -367,7 +400,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench_command(args)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "bench": cmd_bench}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "export": cmd_export,
+    "info": cmd_info,
+    "bench": cmd_bench,
+}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DeviceLoader, fit/evaluate, checkpoints, resume and the CLI end to end."""
+"""DeviceLoader, fit/evaluate, resume and the CLI end to end (checkpoint files: test_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -213,64 +213,6 @@ def test_evaluate_uses_eval_mode_and_restores_training(numpy_backend):
     scores = mlp_xp.evaluate(model, SoftmaxCrossEntropy(), test)
     assert scores["acc"] == pytest.approx(history.last["test_acc"])
     assert all(layer.training for layer in model.layers)
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-
-
-def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, backend):
-    model, _ = _train(backend, epochs=1)
-    optimizer = mlp_xp.Adam(model, 1e-3)
-    x = backend.asarray(TINY.x_test[:50].astype(np.float32) / 255)
-    model.forward(x)
-    model.backward(model.forward(x))
-    optimizer.step()
-    mlp_xp.save_checkpoint(tmp_path / "run.npz", model, optimizer, epoch=1, config={"note": "test"})
-
-    other = mlp_xp.make_mlp(24, [16], 4, batchnorm=True).init(backend, seed=99)
-    other_optimizer = mlp_xp.Adam(other, 1e-3)
-    checkpoint = mlp_xp.load_checkpoint(tmp_path / "run.npz")
-    mlp_xp.restore(checkpoint, other, other_optimizer)
-    assert checkpoint.meta["epoch"] == 1 and checkpoint.meta["config"] == {"note": "test"}
-    model.eval(), other.eval()
-    np.testing.assert_array_equal(backend.to_numpy(other.forward(x)), backend.to_numpy(model.forward(x)))
-    assert other_optimizer.steps == optimizer.steps
-    for key, value in optimizer.state_arrays().items():
-        np.testing.assert_array_equal(backend.to_numpy(other_optimizer.state_arrays()[key]), backend.to_numpy(value))
-
-
-def test_checkpoint_into_other_architecture_says_what_differs(tmp_path, numpy_backend):
-    model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
-    mlp_xp.save_checkpoint(tmp_path / "a.npz", model, epoch=0)
-    other = mlp_xp.make_mlp(24, [32], 4).init(numpy_backend)
-    with pytest.raises(
-        ValueError, match=r"layer 0: checkpoint has 'hidden1: Linear\(24, 16\)', model has 'hidden1: Linear\(24, 32\)'"
-    ):
-        mlp_xp.restore(mlp_xp.load_checkpoint(tmp_path / "a.npz"), other)
-
-
-def test_checkpoint_never_unpickles(tmp_path):
-    path = tmp_path / "evil.npz"
-    np.savez(path, meta=np.array([{"format": "x"}], dtype=object))
-    with pytest.raises(ValueError, match="not a readable mlp_xp checkpoint"):
-        mlp_xp.load_checkpoint(path)
-
-
-def test_checkpoint_write_is_atomic(tmp_path, numpy_backend, monkeypatch):
-    model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
-    path = tmp_path / "run.npz"
-    mlp_xp.save_checkpoint(path, model, epoch=1)
-    before = path.read_bytes()
-
-    def broken_savez(file, **arrays):
-        file.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
-        mlp_xp.save_checkpoint(path, model, epoch=2)
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["run.npz"]
 
 
 # -- CLI end to end ---------------------------------------------------------------------------

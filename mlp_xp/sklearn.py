@@ -1,0 +1,712 @@
+"""scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` trained by mlp_xp.
+
+Drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``: the same
+constructor parameters, defaults, fitted attributes (``coefs_[i]`` is the (in, out) host NumPy
+weight of layer i, as in sklearn) and input errors (sklearn's ``validate_data``), plus
+``device`` (any ``get_backend`` spec), ``dtype`` (the training precision), ``batchnorm`` and
+``dropout``. Training is one call of mlp_xp's ``fit`` over a ``DeviceLoader``; sklearn's
+end-of-iteration work (loss curve, ``tol`` / ``n_iter_no_change``, early stopping, learning-rate
+updates) is a ``fit`` callback.
+
+How sklearn's objective maps onto mlp_xp, per batch of n samples:
+
+- sklearn minimises ``data_loss + alpha/(2n)·Σ‖W‖²`` (weights, not intercepts). The L2
+  gradient ``(alpha/n)·W`` is the optimizer's L2 ``weight_decay``, set to ``alpha/n`` for each
+  batch (the last batch may be smaller); the L2 term is added to the reported batch loss, so
+  ``loss_curve_`` is sklearn's (sample-weighted mean of the batch objectives).
+- data losses: softmax cross-entropy (multiclass); logistic loss summed over outputs and
+  averaged over samples (binary, multilabel); half the mean squared error with sklearn's
+  gradient ``(pred − y)/n`` (squared_error); half Poisson deviance with an exp link (poisson).
+- initial weights and intercepts are Glorot-uniform draws from ``random_state`` in sklearn's
+  order, so the same ``random_state`` starts from sklearn's weights.
+
+Where results differ from sklearn: Adam follows torch (``eps`` added to ``sqrt(v̂)``, sklearn
+adds it to ``sqrt(v)``); SGD momentum is torch's form, equal to sklearn's while the learning rate
+is constant; shuffling order comes from ``DeviceLoader``; outputs are computed in ``dtype``
+(float32 by default) and returned in the input's float dtype. No ``sample_weight``, no
+``solver="lbfgs"``.
+
+Array API: inside ``sklearn.config_context(array_api_dispatch=True)`` (which needs
+``SCIPY_ARRAY_API=1`` before scipy is imported), CuPy, torch and array-api-strict inputs train
+on their own device and predictions come back in their library and device; NumPy, lists and
+pandas inputs train on ``device``. Pickles hold host arrays only: the model is rebuilt on first
+use after unpickling.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from array_api_compat import (
+    array_namespace,
+    is_array_api_obj,
+    is_array_api_strict_namespace,
+    is_cupy_array,
+    is_numpy_array,
+    is_torch_array,
+)
+from array_api_compat import device as array_device
+from sklearn import get_config
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .arrays import Array, namespace
+from .backends import Backend, get_backend
+from .data import DeviceLoader
+from .layers import BatchNorm, Dropout, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid, softmax
+from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam, Optimizer
+from .train import TrainingDiverged
+from .train import fit as train
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+HIDDEN_ACTIVATIONS: dict[str, type[Layer] | None] = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+STRICT_SPECS = tuple(f"array-api-strict{d}" for d in ("", ":device1", ":device2", ":no_float64"))
+LBFGS_MESSAGE = (
+    "solver='lbfgs' is not available in mlp_xp.sklearn (it trains with mini-batch optimizers on the device): "
+    "use solver='adam' (the default) or solver='sgd', or sklearn.neural_network for L-BFGS."
+)
+NON_FINITE_MESSAGE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
+)
+
+
+def _array_backend(x: Any) -> Backend | None:
+    """The mlp_xp backend holding ``x`` when it is a non-NumPy array; None for NumPy and host data."""
+    if is_numpy_array(x) or not is_array_api_obj(x):
+        return None
+    where = array_device(x)
+    if is_torch_array(x):
+        return get_backend(f"torch:{where}")
+    if is_cupy_array(x):
+        return get_backend(f"cuda:{where.id}")
+    if is_array_api_strict_namespace(array_namespace(x)):
+        for spec in STRICT_SPECS:
+            backend = get_backend(spec)
+            if backend.device == where:
+                return backend
+    raise TypeError(
+        f"mlp_xp.sklearn takes NumPy, CuPy, torch and array-api-strict arrays; got {type(x).__module__}."
+        f"{type(x).__name__} on {where}."
+    )
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """``x`` as a host NumPy array, from any supported library and device."""
+    backend = _array_backend(x)
+    return backend.to_numpy(x) if backend is not None else np.asarray(x)
+
+
+class _Objective(Loss):
+    """sklearn's batch objective around a data loss: ``loss_scale·data + alpha/(2n)·Σ‖W‖²``.
+
+    The data gradient is multiplied by ``grad_scale``; the L2 gradient ``(alpha/n)·W`` is the
+    optimizer's weight decay, set here for each batch of n samples.
+    """
+
+    def __init__(self, data: Loss, loss_scale: float, grad_scale: float, alpha: float, weights: list[Linear]):
+        self.data, self.loss_scale, self.grad_scale, self.alpha = data, loss_scale, grad_scale, alpha
+        self.weights = weights
+        self.optimizer: Optimizer | None = None
+
+    def forward(self, pred: Array, target: Array) -> Array:
+        value = self.data.forward(pred, target)
+        if self.loss_scale != 1.0:
+            value = value * self.loss_scale
+        if self.alpha:
+            xp, n = namespace(pred), pred.shape[0]
+            self.optimizer.weight_decay = self.alpha / n
+            flat = [xp.reshape(layer.params["weight"], (-1,)) for layer in self.weights]
+            value = value + (0.5 * self.alpha / n) * sum(xp.vecdot(w, w) for w in flat)
+        return value
+
+    def backward(self) -> Array:
+        grad = self.data.backward()
+        if self.grad_scale != 1.0:
+            grad *= self.grad_scale
+        return grad
+
+
+class _HalfPoissonDeviance(Loss):
+    """sklearn's poisson loss on raw outputs ``z`` (prediction ``exp(z)``): ``Σ(y·log y − y·z − y
+    + exp(z)) / n`` over all outputs; gradient ``(exp(z) − y) / n``."""
+
+    def forward(self, pred: Array, target: Array) -> Array:
+        xp, n = namespace(pred), pred.shape[0]
+        mean = xp.exp(pred)
+        positive = target > 0
+        y_log_y = xp.where(positive, target * xp.log(xp.where(positive, target, xp.ones_like(target))), 0 * target)
+        self._grad = (mean - target) / n
+        return xp.sum(y_log_y - target * pred - target + mean) / n
+
+    def backward(self) -> Array:
+        return self._grad
+
+
+class _EndOfIteration:
+    """``fit`` callback doing sklearn's end-of-iteration work: ``n_iter_``, ``t_``, ``loss_curve_``,
+    the verbose line, the no-improvement count (training loss, or validation score with early
+    stopping, keeping the best weights), learning-rate updates and stopping."""
+
+    def __init__(self, est: _BaseMLP, optimizer: Optimizer, n_samples: int, validation: Any, incremental: bool):
+        self.est, self.optimizer, self.n_samples = est, optimizer, n_samples
+        self.validation, self.incremental = validation, incremental
+        self.best_state: dict[str, Array] | None = None
+        self.stopped = False
+
+    def on_epoch_end(self, epoch: int, stats: dict[str, Any], model: Sequential) -> bool:
+        est = self.est
+        est.n_iter_ += 1
+        est.t_ += self.n_samples
+        est.loss_ = stats["train_loss"]
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        self._count_no_improvement(model)
+        sgd = est.solver == "sgd"
+        if sgd and est.learning_rate == "invscaling":
+            self.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+        if est._no_improvement_count > est.n_iter_no_change:
+            watched = "Validation score" if est.early_stopping else "Training loss"
+            msg = f"{watched} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
+            if not (sgd and est.learning_rate == "adaptive"):
+                return self._stop(msg + " Stopping.")
+            if self.optimizer.lr <= 1e-6:
+                return self._stop(msg + " Learning rate too small. Stopping.")
+            self.optimizer.lr /= 5.0
+            est._no_improvement_count = 0
+            if est.verbose:
+                print(f"{msg} Setting learning rate to {self.optimizer.lr:f}")
+        return False
+
+    def _stop(self, msg: str) -> bool:
+        if self.est.verbose:
+            print(msg)
+        self.stopped = True
+        return True
+
+    def _count_no_improvement(self, model: Sequential) -> None:
+        est = self.est
+        if self.validation is None:
+            last = est.loss_curve_[-1]
+            est._no_improvement_count = est._no_improvement_count + 1 if last > est.best_loss_ - est.tol else 0
+            est.best_loss_ = min(est.best_loss_, last)
+            return
+        x_val, y_val = self.validation
+        score = est._score_output(est._forward(model, x_val), y_val)
+        est.validation_scores_.append(score)
+        if est.verbose:
+            print(f"Validation score: {score:f}")
+        improved_by_tol = score >= est.best_validation_score_ + est.tol
+        est._no_improvement_count = 0 if improved_by_tol else est._no_improvement_count + 1
+        if score > est.best_validation_score_:
+            est.best_validation_score_ = score
+            xp = model.backend.xp
+            self.best_state = {k: xp.asarray(v, copy=True) for k, v in model.state().items()}
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, training, prediction, pickling."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS))],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "device": [str],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "batchnorm": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        device="auto",
+        dtype="float32",
+        batchnorm=False,
+        dropout=0.0,
+    ):
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})  # sklearn: stored unchanged
+
+    # the live model and optimizer on the device; never pickled (see __getstate__)
+    _model: Sequential | None = None
+    _optimizer: Optimizer | None = None
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _fit(self, X: Any, y: Any, incremental: bool) -> _BaseMLP:
+        if self.solver == "lbfgs":
+            raise ValueError(LBFGS_MESSAGE)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        hidden = list(self.hidden_layer_sizes) if np.iterable(self.hidden_layer_sizes) else [self.hidden_layer_sizes]
+        if any(size <= 0 for size in hidden):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        method = "partial_fit" if incremental else "fit"
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y, source = self._validate(X, y, reset=first_pass, method=method)
+        targets, labels = self._targets(_to_host(y), incremental)
+        x = _to_host(X)
+        rng = check_random_state(self.random_state)
+        backend = source or get_backend(self.device)
+        if first_pass:
+            self._initialize(hidden, x.shape[1], targets.shape[1] if targets.ndim == 2 else len(self.classes_))
+            self._input_spec = source.spec if source is not None else None
+            model = self._new_model(backend, rng)
+        else:
+            model = self._model_on(backend)
+        optimizer = self._optimizer if incremental and self._optimizer is not None else self._new_optimizer(model)
+        self._optimizer = optimizer
+        validation = None
+        if self.early_stopping:
+            stratify = targets if is_classifier(self) and self.n_outputs_ == 1 else None
+            x, x_val, targets, _, _, y_val = train_test_split(
+                x, targets, labels, random_state=rng, test_size=self.validation_fraction, stratify=stratify
+            )
+            if x_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+                )
+            validation = (backend.asarray(x_val, self.dtype), y_val)
+        n = x.shape[0]
+        if self.batch_size != "auto" and self.batch_size > n:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
+            )
+        batch_size = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
+        seed = self._draw_seed(rng)
+        loader = DeviceLoader(
+            x, targets, backend, batch_size=batch_size, shuffle=self.shuffle, seed=seed, dtype=self.dtype
+        )
+        objective = self._objective(model)
+        objective.optimizer = optimizer
+        epoch_end = _EndOfIteration(self, optimizer, n, validation, incremental)
+        self.n_iter_ = 0
+        start = len(self.loss_curve_)
+        try:
+            history = train(
+                model, objective, optimizer, loader, epochs=start + (1 if incremental else self.max_iter),
+                start_epoch=start, callbacks=[epoch_end], progress=False, log=None,
+            )  # fmt: skip
+        except TrainingDiverged as exc:
+            raise ValueError(NON_FINITE_MESSAGE) from exc
+        if not incremental and not epoch_end.stopped and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
+                "converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if history.interrupted:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+        if epoch_end.best_state is not None:
+            model.load_state(epoch_end.best_state)
+        self._keep_host_copy(model)
+        return self
+
+    def _initialize(self, hidden: list[int], n_features: int, n_outputs: int) -> None:
+        """Reset the fitted attributes for a fresh fit (sklearn's ``_initialize``)."""
+        self.hidden_layer_sizes_ = hidden
+        self.n_iter_, self.t_, self.n_outputs_ = 0, 0, n_outputs
+        self.n_layers_ = len(hidden) + 2
+        self.out_activation_ = self._out_activation()
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+        else:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
+        self._optimizer = None
+        self.__dict__.pop("_host_optimizer", None)
+
+    def _architecture(self) -> Sequential:
+        """``hidden<i>`` Linear → (``bn<i>``) → ``act<i>`` (none for identity) → (``drop<i>``) per
+        hidden layer, then the ``output`` Linear (raw outputs; ``out_activation_`` is applied after)."""
+        layers: list[tuple[str, Layer]] = []
+        width = self.n_features_in_
+        activation = HIDDEN_ACTIVATIONS[self.activation]
+        for i, size in enumerate(self.hidden_layer_sizes_, start=1):
+            layers.append((f"hidden{i}", Linear(width, size)))
+            if self.batchnorm:
+                layers.append((f"bn{i}", BatchNorm(size)))
+            if activation is not None:
+                layers.append((f"act{i}", activation()))
+            if self.dropout > 0:
+                layers.append((f"drop{i}", Dropout(self.dropout)))
+            width = size
+        layers.append(("output", Linear(width, self.n_outputs_)))
+        return Sequential(*layers)
+
+    def _linear_names(self) -> list[str]:
+        return [f"hidden{i}" for i in range(1, len(self.hidden_layer_sizes_) + 1)] + ["output"]
+
+    def _new_model(self, backend: Backend, rng: np.random.RandomState) -> Sequential:
+        """A model with sklearn's initial weights: Glorot-uniform weights and intercepts drawn
+        layer by layer from ``rng`` (bound sqrt(6/(fan_in+fan_out)), 2 instead of 6 for logistic)."""
+        model = self._architecture()
+        draws = {}
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for name in self._linear_names():
+            fan_in, fan_out = model[name].in_features, model[name].out_features
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            draws[f"{name}.weight"] = rng.uniform(-bound, bound, (fan_in, fan_out))
+            draws[f"{name}.bias"] = rng.uniform(-bound, bound, fan_out)
+        self._seed = self._draw_seed(rng)
+        model.init(backend, seed=self._seed, dtype=self.dtype)
+        state = model.state()
+        state.update({k: backend.asarray(v, self.dtype) for k, v in draws.items()})
+        model.load_state(state)
+        self._model = model
+        return model
+
+    def _model_on(self, backend: Backend) -> Sequential:
+        """The fitted model on ``backend`` in ``dtype``: the live one, or rebuilt from the host
+        copy (after unpickling, or when ``device``/``dtype`` changed), optimizer state included."""
+        model = self._model
+        if model is not None and model.backend.spec == backend.spec and model.dtype == self.dtype:
+            return model
+        snapshot = _optimizer_snapshot(self._optimizer) if self._optimizer is not None else None
+        snapshot = snapshot or getattr(self, "_host_optimizer", None)
+        model = self._architecture().init(backend, seed=self._seed, dtype=self.dtype)
+        model.load_state({k: backend.asarray(v, self.dtype) for k, v in self._host_state.items()})
+        self._model, self._optimizer = model, None
+        if snapshot is not None:
+            self._optimizer = self._new_optimizer(model)
+            self._optimizer.lr = snapshot["lr"]
+            arrays = {k: backend.asarray(v, self.dtype) for k, v in snapshot["arrays"].items()}
+            self._optimizer.load_state_arrays(arrays, snapshot["steps"])
+        return model
+
+    def _fitted_model(self) -> Sequential:
+        """The model for predictions: the live one, or rebuilt where fit's data lived."""
+        if self._model is not None:
+            return self._model
+        return self._model_on(get_backend(self._input_spec or self.device))
+
+    def _new_optimizer(self, model: Sequential) -> Optimizer:
+        decay = self.alpha / 200  # any positive value: the objective sets alpha/n per batch
+        if self.solver == "sgd":
+            nesterov = self.nesterovs_momentum and self.momentum > 0
+            return SGD(model, self.learning_rate_init, self.momentum, nesterov, weight_decay=decay)
+        return Adam(model, self.learning_rate_init, (self.beta_1, self.beta_2), self.epsilon, weight_decay=decay)
+
+    def _objective(self, model: Sequential) -> _Objective:
+        k = self.n_outputs_
+        data, loss_scale, grad_scale = {
+            "softmax": (SoftmaxCrossEntropy(check_labels=False), 1.0, 1.0),
+            "logistic": (BinaryCrossEntropy(from_logits=True), k, k),
+            "identity": (MSE(), 0.5, k / 2),
+            "exp": (_HalfPoissonDeviance(), 1.0, 1.0),
+        }[self.out_activation_]
+        return _Objective(data, loss_scale, grad_scale, self.alpha, [model[n] for n in self._linear_names()])
+
+    @staticmethod
+    def _draw_seed(rng: np.random.RandomState) -> int:
+        return int(rng.randint(np.iinfo(np.int32).max))
+
+    def _keep_host_copy(self, model: Sequential) -> None:
+        """Host copies of the trained state; ``coefs_`` / ``intercepts_`` are its Linear entries."""
+        self._host_state = {k: model.backend.to_numpy(v) for k, v in model.state().items()}
+        names = self._linear_names()
+        self.coefs_ = [self._host_state[f"{name}.weight"] for name in names]
+        self.intercepts_ = [self._host_state[f"{name}.bias"] for name in names]
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(NON_FINITE_MESSAGE)
+
+    # -- inputs and outputs ------------------------------------------------------------------
+
+    def _validate(
+        self, X: Any, y: Any = "no_validation", *, reset: bool, method: str
+    ) -> tuple[Any, Any, Backend | None]:
+        """sklearn's ``validate_data`` (its messages); under array-API dispatch a non-NumPy ``X``
+        stays in its library and on its device, whose backend is returned (else None)."""
+        source = _array_backend(X) if get_config()["array_api_dispatch"] else None
+        floats = (source.xp.float64, source.xp.float32) if source is not None else (np.float64, np.float32)
+        x_only = isinstance(y, str) and y == "no_validation"
+        kwargs = {} if x_only else {"multi_output": True, "y_numeric": not is_classifier(self)}
+        validated = validate_data(self, X, y, reset=reset, dtype=floats, **kwargs)
+        if not reset:
+            self._check_same_input(source, method)
+        return (*validated, source) if isinstance(validated, tuple) else (validated, None, source)
+
+    def _check_same_input(self, source: Backend | None, method: str) -> None:
+        """Under dispatch, inputs must come from the library and device that fit's data did."""
+        fitted, given = self._input_spec, source.spec if source is not None else None
+        if get_config()["array_api_dispatch"] and fitted != given:
+            raise ValueError(
+                f"Inputs passed to {type(self).__name__}.{method}() must use the same namespace and the same device "
+                f"as those passed to fit(): fit() got {fitted or 'NumPy'} arrays, {method}() got {given or 'NumPy'}."
+            )
+
+    def _forward(self, model: Sequential, x: Array) -> Array:
+        """Output-layer activations (n, n_outputs_) of device input ``x``, in eval mode."""
+        model.eval()
+        z = model.forward(x)
+        if self.out_activation_ == "identity":
+            return z
+        activation = {"softmax": softmax, "logistic": sigmoid, "exp": model.backend.xp.exp}[self.out_activation_]
+        return activation(z)
+
+    def _output(self, X: Any, method: str) -> tuple[Array, Backend | None, Any]:
+        """Validated ``X`` through the model: (activations on the model's device, the input's
+        backend under dispatch or None, the input's float dtype)."""
+        check_is_fitted(self)
+        X, _, source = self._validate(X, reset=False, method=method)
+        model = self._fitted_model()
+        backend = model.backend
+        if source is not None:
+            x = backend.xp.astype(X, backend.dtype(self.dtype), copy=False)
+        else:
+            x = backend.asarray(X, self.dtype)
+        return self._forward(model, x), source, X.dtype
+
+    def _deliver(self, out: Array, source: Backend | None, dtype: Any) -> Any:
+        """Model output in the caller's library, device and float dtype."""
+        if source is not None:
+            return source.xp.astype(out, dtype)
+        return self._model.backend.to_numpy(out).astype(dtype, copy=False)
+
+    # -- pickling: host arrays only ---------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_model", None)
+        optimizer = state.pop("_optimizer", None)
+        if optimizer is not None:
+            state["_host_optimizer"] = _optimizer_snapshot(optimizer)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags
+
+
+def _optimizer_snapshot(optimizer: Optimizer) -> dict[str, Any]:
+    """Optimizer state as host arrays, with its step count and current learning rate."""
+    backend = optimizer.model.backend
+    arrays = {k: backend.to_numpy(v) for k, v in optimizer.state_arrays().items()}
+    return {"arrays": arrays, "steps": optimizer.steps, "lr": optimizer.lr}
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``'s parameters
+    and attributes, trained by mlp_xp on ``device`` (see the module docstring).
+
+    Multiclass targets train a softmax output; binary and multilabel targets a logistic output
+    per label (``out_activation_``). ``device`` is a ``get_backend`` spec (``"auto"``: CuPy on
+    a GPU, else NumPy); ``dtype`` the training precision; ``batchnorm`` and ``dropout`` add
+    ``BatchNorm`` / ``Dropout`` after each hidden layer.
+    """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
+        """Train on ``X`` (n_samples, n_features) and class labels ``y`` (n_samples,) or a label
+        indicator matrix (n_samples, n_labels); returns self."""
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        """One epoch over ``X``, ``y``; ``classes`` (every label of the whole data) is required
+        on the first call."""
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+        return self._fit(X, y, incremental=True)
+
+    def _targets(self, y: np.ndarray, incremental: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(training targets, labels): class ids for multiclass, a float 0/1 matrix otherwise;
+        sets or checks ``classes_`` as sklearn does."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                        f"Previously got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        indicator = self._label_binarizer.transform(y)
+        if self._label_binarizer.y_type_ == "multiclass":
+            return np.argmax(indicator, axis=1), y
+        return indicator.astype(np.float64), y
+
+    def _out_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _labels(self, proba: Any) -> np.ndarray:
+        """Host labels from host output activations (sklearn's decoding)."""
+        return self._label_binarizer.inverse_transform(proba.ravel() if self.n_outputs_ == 1 else proba)
+
+    def _score_output(self, out: Array, y: np.ndarray) -> float:
+        pred = self._model.backend.to_numpy(out)
+        return float(accuracy_score(y, self._labels(pred))) if np.isfinite(pred).all() else np.nan
+
+    def predict(self, X: Any) -> Any:
+        """Predicted classes (n_samples,), or a label indicator matrix for multilabel targets."""
+        out, source, _ = self._output(X, "predict")
+        labels = self._labels(self._model.backend.to_numpy(out))
+        if source is not None and labels.dtype.kind in "biuf":
+            return source.asarray(labels)
+        return labels
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities (n_samples, n_classes) in the order of ``classes_``."""
+        return self._proba(X, "predict_proba")
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """``log(predict_proba(X))``."""
+        proba = self._proba(X, "predict_log_proba")
+        return array_namespace(proba).log(proba)
+
+    def _proba(self, X: Any, method: str) -> Any:
+        out, source, dtype = self._output(X, method)
+        if self.n_outputs_ == 1:
+            out = self._model.backend.xp.concat([1.0 - out, out], axis=1)
+        return self._deliver(out, source, dtype)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor: ``sklearn.neural_network.MLPRegressor``'s parameters
+    and attributes, trained by mlp_xp on ``device`` (see ``MLPClassifier`` and the module
+    docstring). ``loss`` is ``"squared_error"`` (identity output) or ``"poisson"`` (exp output)."""
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        device="auto",
+        dtype="float32",
+        batchnorm=False,
+        dropout=0.0,
+    ):
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})  # sklearn: stored unchanged
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any) -> MLPRegressor:
+        """Train on ``X`` (n_samples, n_features) and targets ``y`` (n_samples,) or
+        (n_samples, n_outputs); returns self."""
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+        """One epoch over ``X``, ``y``."""
+        return self._fit(X, y, incremental=True)
+
+    def _targets(self, y: np.ndarray, incremental: bool) -> tuple[np.ndarray, np.ndarray]:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        y = y.astype(np.float64).reshape(len(y), -1)  # ValueError for strings, as sklearn's float conversion
+        return y, y
+
+    def _out_activation(self) -> str:
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _score_output(self, out: Array, y: np.ndarray) -> float:
+        pred = self._model.backend.to_numpy(out)
+        return float(r2_score(y, pred)) if np.isfinite(pred).all() else np.nan
+
+    def predict(self, X: Any) -> Any:
+        """Predictions (n_samples,), or (n_samples, n_outputs) for several targets."""
+        out, source, dtype = self._output(X, "predict")
+        if self.n_outputs_ == 1:
+            out = self._model.backend.xp.reshape(out, (-1,))
+        return self._deliver(out, source, dtype)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

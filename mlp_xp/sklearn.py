@@ -20,11 +20,12 @@ How sklearn's objective maps onto mlp_xp, per batch of n samples:
 - initial weights and intercepts are Glorot-uniform draws from ``random_state`` in sklearn's
   order, so the same ``random_state`` starts from sklearn's weights.
 
-Where results differ from sklearn: Adam follows torch (``eps`` added to ``sqrt(v̂)``, sklearn
-adds it to ``sqrt(v)``); SGD momentum is torch's form, equal to sklearn's while the learning rate
-is constant; shuffling order comes from ``DeviceLoader``; outputs are computed in ``dtype``
-(float32 by default) and returned in the input's float dtype. No ``sample_weight``, no
-``solver="lbfgs"``.
+The optimizers are mlp_xp's (torch's update rules) set to give sklearn's updates: Adam's ``eps``
+is rescaled per step to sklearn's placement, and the SGD momentum state is rescaled when the
+learning rate changes. With ``dtype="float64"`` and ``shuffle=False``, loss curves and weights
+equal sklearn's to rounding. Where results differ: the shuffling order comes from
+``DeviceLoader``; outputs are computed in ``dtype`` (float32 by default) and returned in the
+input's float dtype. No ``sample_weight``, no ``solver="lbfgs"``.
 
 Array API: inside ``sklearn.config_context(array_api_dispatch=True)`` (which needs
 ``SCIPY_ARRAY_API=1`` before scipy is imported), CuPy, torch and array-api-strict inputs train
@@ -35,7 +36,9 @@ use after unpickling.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -112,22 +115,31 @@ def _to_host(x: Any) -> np.ndarray:
 class _Objective(Loss):
     """sklearn's batch objective around a data loss: ``loss_scale·data + alpha/(2n)·Σ‖W‖²``.
 
-    The data gradient is multiplied by ``grad_scale``; the L2 gradient ``(alpha/n)·W`` is the
-    optimizer's weight decay, set here for each batch of n samples.
+    The data gradient is multiplied by ``grad_scale``. ``before_step(n)`` runs for each batch
+    of n samples, before the optimizer step: it applies sklearn's per-batch optimizer rules (the
+    L2 gradient ``(alpha/n)·W`` as weight decay).
     """
 
-    def __init__(self, data: Loss, loss_scale: float, grad_scale: float, alpha: float, weights: list[Linear]):
+    def __init__(
+        self,
+        data: Loss,
+        loss_scale: float,
+        grad_scale: float,
+        alpha: float,
+        weights: list[Linear],
+        before_step: Callable[[int], None],
+    ):
         self.data, self.loss_scale, self.grad_scale, self.alpha = data, loss_scale, grad_scale, alpha
-        self.weights = weights
-        self.optimizer: Optimizer | None = None
+        self.weights, self.before_step = weights, before_step
 
     def forward(self, pred: Array, target: Array) -> Array:
         value = self.data.forward(pred, target)
         if self.loss_scale != 1.0:
             value = value * self.loss_scale
+        n = pred.shape[0]
+        self.before_step(n)
         if self.alpha:
-            xp, n = namespace(pred), pred.shape[0]
-            self.optimizer.weight_decay = self.alpha / n
+            xp = namespace(pred)
             flat = [xp.reshape(layer.params["weight"], (-1,)) for layer in self.weights]
             value = value + (0.5 * self.alpha / n) * sum(xp.vecdot(w, w) for w in flat)
         return value
@@ -177,7 +189,7 @@ class _EndOfIteration:
         self._count_no_improvement(model)
         sgd = est.solver == "sgd"
         if sgd and est.learning_rate == "invscaling":
-            self.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+            _set_lr(self.optimizer, est.learning_rate_init / (est.t_ + 1) ** est.power_t)
         if est._no_improvement_count > est.n_iter_no_change:
             watched = "Validation score" if est.early_stopping else "Training loss"
             msg = f"{watched} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
@@ -185,7 +197,7 @@ class _EndOfIteration:
                 return self._stop(msg + " Stopping.")
             if self.optimizer.lr <= 1e-6:
                 return self._stop(msg + " Learning rate too small. Stopping.")
-            self.optimizer.lr /= 5.0
+            _set_lr(self.optimizer, self.optimizer.lr / 5.0)
             est._no_improvement_count = 0
             if est.verbose:
                 print(f"{msg} Setting learning rate to {self.optimizer.lr:f}")
@@ -295,51 +307,63 @@ class _BaseMLP(BaseEstimator):
         hidden = list(self.hidden_layer_sizes) if np.iterable(self.hidden_layer_sizes) else [self.hidden_layer_sizes]
         if any(size <= 0 for size in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
-        method = "partial_fit" if incremental else "fit"
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y, source = self._validate(X, y, reset=first_pass, method=method)
+        X, y, source = self._validate(X, y, reset=first_pass, method="partial_fit" if incremental else "fit")
         targets, labels = self._targets(_to_host(y), incremental)
         x = _to_host(X)
-        rng = check_random_state(self.random_state)
-        backend = source or get_backend(self.device)
+        rng = check_random_state(self.random_state)  # drawn from in sklearn's order: weights, split, seed
         if first_pass:
             self._initialize(hidden, x.shape[1], targets.shape[1] if targets.ndim == 2 else len(self.classes_))
             self._input_spec = source.spec if source is not None else None
-            model = self._new_model(backend, rng)
-        else:
-            model = self._model_on(backend)
-        optimizer = self._optimizer if incremental and self._optimizer is not None else self._new_optimizer(model)
-        self._optimizer = optimizer
-        validation = None
-        if self.early_stopping:
-            stratify = targets if is_classifier(self) and self.n_outputs_ == 1 else None
-            x, x_val, targets, _, _, y_val = train_test_split(
-                x, targets, labels, random_state=rng, test_size=self.validation_fraction, stratify=stratify
-            )
-            if x_val.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
-                )
-            validation = (backend.asarray(x_val, self.dtype), y_val)
+            initial = self._initial_weights(rng)
+        x, targets, validation = self._split(x, targets, labels, rng)
+        seed = self._draw_seed(rng)
+        backend = source or get_backend(self.device)
+        model = self._new_model(backend, initial, seed) if first_pass else self._model_on(backend)
+        if not (incremental and self._optimizer is not None):
+            self._optimizer = self._new_optimizer(model)
+        if validation is not None:
+            validation = (backend.asarray(validation[0], self.dtype), validation[1])
         n = x.shape[0]
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
             )
         batch_size = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
-        seed = self._draw_seed(rng)
         loader = DeviceLoader(
             x, targets, backend, batch_size=batch_size, shuffle=self.shuffle, seed=seed, dtype=self.dtype
         )
-        objective = self._objective(model)
-        objective.optimizer = optimizer
-        epoch_end = _EndOfIteration(self, optimizer, n, validation, incremental)
+        self._train(model, loader, validation, incremental)
+        self._keep_host_copy(model)
+        return self
+
+    def _split(self, x: np.ndarray, targets: np.ndarray, labels: np.ndarray, rng: Any) -> tuple[Any, Any, Any]:
+        """(x, targets, None), or with early stopping the training part and the held-out
+        ``(x_val, labels_val)``, split as sklearn does (stratified for one output)."""
+        if not self.early_stopping:
+            return x, targets, None
+        stratify = targets if is_classifier(self) and self.n_outputs_ == 1 else None
+        x, x_val, targets, _, _, y_val = train_test_split(
+            x, targets, labels, random_state=rng, test_size=self.validation_fraction, stratify=stratify
+        )
+        if x_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+            )
+        return x, targets, (x_val, y_val)
+
+    def _train(self, model: Sequential, loader: DeviceLoader, validation: Any, incremental: bool) -> None:
+        """One ``fit`` call: ``max_iter`` epochs (one for ``partial_fit``) with sklearn's
+        end-of-iteration callback; sklearn's warnings; the best weights back with early stopping."""
+        optimizer = self._optimizer
+        epoch_end = _EndOfIteration(self, optimizer, loader.n, validation, incremental)
         self.n_iter_ = 0
         start = len(self.loss_curve_)
         try:
             history = train(
-                model, objective, optimizer, loader, epochs=start + (1 if incremental else self.max_iter),
-                start_epoch=start, callbacks=[epoch_end], progress=False, log=None,
+                model, self._objective(model, optimizer), optimizer, loader,
+                epochs=start + (1 if incremental else self.max_iter), start_epoch=start,
+                callbacks=[epoch_end], progress=False, log=None,
             )  # fmt: skip
         except TrainingDiverged as exc:
             raise ValueError(NON_FINITE_MESSAGE) from exc
@@ -348,14 +372,12 @@ class _BaseMLP(BaseEstimator):
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
                 "converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if history.interrupted:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
+            warnings.warn("Training interrupted by user.", stacklevel=4)
         if epoch_end.best_state is not None:
             model.load_state(epoch_end.best_state)
-        self._keep_host_copy(model)
-        return self
 
     def _initialize(self, hidden: list[int], n_features: int, n_outputs: int) -> None:
         """Reset the fitted attributes for a fresh fit (sklearn's ``_initialize``)."""
@@ -393,21 +415,24 @@ class _BaseMLP(BaseEstimator):
     def _linear_names(self) -> list[str]:
         return [f"hidden{i}" for i in range(1, len(self.hidden_layer_sizes_) + 1)] + ["output"]
 
-    def _new_model(self, backend: Backend, rng: np.random.RandomState) -> Sequential:
-        """A model with sklearn's initial weights: Glorot-uniform weights and intercepts drawn
-        layer by layer from ``rng`` (bound sqrt(6/(fan_in+fan_out)), 2 instead of 6 for logistic)."""
-        model = self._architecture()
-        draws = {}
+    def _initial_weights(self, rng: np.random.RandomState) -> dict[str, np.ndarray]:
+        """sklearn's initial weights: Glorot-uniform weights and intercepts drawn layer by layer
+        from ``rng`` (bound sqrt(6/(fan_in+fan_out)), 2 instead of 6 for logistic), by state name."""
+        widths = [self.n_features_in_, *self.hidden_layer_sizes_, self.n_outputs_]
         factor = 2.0 if self.activation == "logistic" else 6.0
-        for name in self._linear_names():
-            fan_in, fan_out = model[name].in_features, model[name].out_features
+        draws = {}
+        for name, fan_in, fan_out in zip(self._linear_names(), widths[:-1], widths[1:]):
             bound = np.sqrt(factor / (fan_in + fan_out))
             draws[f"{name}.weight"] = rng.uniform(-bound, bound, (fan_in, fan_out))
             draws[f"{name}.bias"] = rng.uniform(-bound, bound, fan_out)
-        self._seed = self._draw_seed(rng)
-        model.init(backend, seed=self._seed, dtype=self.dtype)
+        return draws
+
+    def _new_model(self, backend: Backend, initial: dict[str, np.ndarray], seed: int) -> Sequential:
+        """The model on ``backend`` with the ``initial`` weights; ``seed`` drives dropout."""
+        self._seed = seed
+        model = self._architecture().init(backend, seed=seed, dtype=self.dtype)
         state = model.state()
-        state.update({k: backend.asarray(v, self.dtype) for k, v in draws.items()})
+        state.update({k: backend.asarray(v, self.dtype) for k, v in initial.items()})
         model.load_state(state)
         self._model = model
         return model
@@ -443,7 +468,7 @@ class _BaseMLP(BaseEstimator):
             return SGD(model, self.learning_rate_init, self.momentum, nesterov, weight_decay=decay)
         return Adam(model, self.learning_rate_init, (self.beta_1, self.beta_2), self.epsilon, weight_decay=decay)
 
-    def _objective(self, model: Sequential) -> _Objective:
+    def _objective(self, model: Sequential, optimizer: Optimizer) -> _Objective:
         k = self.n_outputs_
         data, loss_scale, grad_scale = {
             "softmax": (SoftmaxCrossEntropy(check_labels=False), 1.0, 1.0),
@@ -451,7 +476,21 @@ class _BaseMLP(BaseEstimator):
             "identity": (MSE(), 0.5, k / 2),
             "exp": (_HalfPoissonDeviance(), 1.0, 1.0),
         }[self.out_activation_]
-        return _Objective(data, loss_scale, grad_scale, self.alpha, [model[n] for n in self._linear_names()])
+        weights = [model[name] for name in self._linear_names()]
+        return _Objective(data, loss_scale, grad_scale, self.alpha, weights, self._batch_rules(optimizer))
+
+    def _batch_rules(self, optimizer: Optimizer) -> Callable[[int], None]:
+        """sklearn's per-batch optimizer settings for a batch of n samples: L2 weight decay
+        ``alpha/n``, and for Adam sklearn's ``eps`` (added to ``sqrt(v)``, not to the
+        bias-corrected ``sqrt(v̂)``), i.e. ``epsilon / sqrt(1 − beta_2^t)`` in mlp_xp's Adam."""
+        adam = isinstance(optimizer, Adam)
+
+        def apply(n: int) -> None:
+            optimizer.weight_decay = self.alpha / n
+            if adam:
+                optimizer.eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** (optimizer.steps + 1))
+
+        return apply
 
     @staticmethod
     def _draw_seed(rng: np.random.RandomState) -> int:
@@ -533,6 +572,15 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
+
+
+def _set_lr(optimizer: Optimizer, lr: float) -> None:
+    """Change the learning rate as sklearn does: its SGD velocity holds ``lr·g`` terms, mlp_xp's
+    (torch's) holds ``g`` terms, so the momentum state is rescaled by ``old lr / new lr``."""
+    if isinstance(optimizer, SGD) and optimizer.momentum:
+        factor = optimizer.lr / lr
+        optimizer.load_state_arrays({k: v * factor for k, v in optimizer.state_arrays().items()}, optimizer.steps)
+    optimizer.lr = lr
 
 
 def _optimizer_snapshot(optimizer: Optimizer) -> dict[str, Any]:

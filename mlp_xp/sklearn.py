@@ -64,7 +64,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .arrays import Array, namespace
-from .backends import Backend, get_backend
+from .backends import Backend, BackendUnavailableError, get_backend
 from .data import DeviceLoader
 from .layers import BatchNorm, Dropout, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid, softmax
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
@@ -381,7 +381,7 @@ class _BaseMLP(BaseEstimator):
 
     def _initialize(self, hidden: list[int], n_features: int, n_outputs: int) -> None:
         """Reset the fitted attributes for a fresh fit (sklearn's ``_initialize``)."""
-        self.hidden_layer_sizes_ = hidden
+        self._hidden = hidden
         self.n_iter_, self.t_, self.n_outputs_ = 0, 0, n_outputs
         self.n_layers_ = len(hidden) + 2
         self.out_activation_ = self._out_activation()
@@ -400,7 +400,7 @@ class _BaseMLP(BaseEstimator):
         layers: list[tuple[str, Layer]] = []
         width = self.n_features_in_
         activation = HIDDEN_ACTIVATIONS[self.activation]
-        for i, size in enumerate(self.hidden_layer_sizes_, start=1):
+        for i, size in enumerate(self._hidden, start=1):
             layers.append((f"hidden{i}", Linear(width, size)))
             if self.batchnorm:
                 layers.append((f"bn{i}", BatchNorm(size)))
@@ -413,12 +413,12 @@ class _BaseMLP(BaseEstimator):
         return Sequential(*layers)
 
     def _linear_names(self) -> list[str]:
-        return [f"hidden{i}" for i in range(1, len(self.hidden_layer_sizes_) + 1)] + ["output"]
+        return [f"hidden{i}" for i in range(1, len(self._hidden) + 1)] + ["output"]
 
     def _initial_weights(self, rng: np.random.RandomState) -> dict[str, np.ndarray]:
         """sklearn's initial weights: Glorot-uniform weights and intercepts drawn layer by layer
         from ``rng`` (bound sqrt(6/(fan_in+fan_out)), 2 instead of 6 for logistic), by state name."""
-        widths = [self.n_features_in_, *self.hidden_layer_sizes_, self.n_outputs_]
+        widths = [self.n_features_in_, *self._hidden, self.n_outputs_]
         factor = 2.0 if self.activation == "logistic" else 6.0
         draws = {}
         for name, fan_in, fan_out in zip(self._linear_names(), widths[:-1], widths[1:]):
@@ -455,11 +455,15 @@ class _BaseMLP(BaseEstimator):
             self._optimizer.load_state_arrays(arrays, snapshot["steps"])
         return model
 
-    def _fitted_model(self) -> Sequential:
-        """The model for predictions: the live one, or rebuilt where fit's data lived."""
-        if self._model is not None:
+    def _fitted_model(self, source: Backend | None) -> Sequential:
+        """The model for predicting inputs on ``source`` (under dispatch), else the live model,
+        else one rebuilt from the host copy on ``device`` (after unpickling)."""
+        if source is None and self._model is not None:
             return self._model
-        return self._model_on(get_backend(self._input_spec or self.device))
+        try:
+            return self._model_on(source or get_backend(self.device))
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(f"{exc} set_params(device='cpu') predicts on the CPU.") from exc
 
     def _new_optimizer(self, model: Sequential) -> Optimizer:
         decay = self.alpha / 200  # any positive value: the objective sets alpha/n per batch
@@ -544,7 +548,7 @@ class _BaseMLP(BaseEstimator):
         backend under dispatch or None, the input's float dtype)."""
         check_is_fitted(self)
         X, _, source = self._validate(X, reset=False, method=method)
-        model = self._fitted_model()
+        model = self._fitted_model(source)
         backend = model.backend
         if source is not None:
             x = backend.xp.astype(X, backend.dtype(self.dtype), copy=False)

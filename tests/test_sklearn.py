@@ -264,6 +264,19 @@ def test_pickle_holds_host_arrays_and_resumes_training(digits):
     np.testing.assert_allclose(loaded.predict_proba(x), reference.predict_proba(x))
 
 
+def test_pickle_made_on_another_device_predicts_on_the_cpu(digits):
+    """A pickle names its device only as a parameter: where that device is missing, the error
+    says how to predict on the CPU, and set_params(device="cpu") does."""
+    x, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, device="array-api-strict:device1", dtype="float64")
+    expected = est.fit(x, y).predict_proba(x)
+    loaded = pickle.loads(pickle.dumps(est)).set_params(device="cuda:7")  # as if pickled on a GPU box
+    with pytest.raises(mlp_xp.BackendUnavailableError, match=r"set_params\(device='cpu'\) predicts on the CPU"):
+        loaded.predict(x)
+    np.testing.assert_allclose(loaded.set_params(device="cpu").predict_proba(x), expected, rtol=1e-12)
+    assert loaded._model.backend.spec == "numpy"
+
+
 def test_batchnorm_and_dropout_models_survive_pickling(digits):
     x, y = digits
     est = MLPClassifier(

@@ -159,7 +159,9 @@ class _HalfPoissonDeviance(Loss):
         xp, n = namespace(pred), pred.shape[0]
         mean = xp.exp(pred)
         positive = target > 0
-        y_log_y = xp.where(positive, target * xp.log(xp.where(positive, target, xp.ones_like(target))), 0 * target)
+        y_log_y = xp.where(
+            positive, target * xp.log(xp.where(positive, target, xp.ones_like(target))), xp.zeros_like(target)
+        )
         self._grad = (mean - target) / n
         return xp.sum(y_log_y - target * pred - target + mean) / n
 
@@ -221,8 +223,8 @@ class _EndOfIteration:
         est.validation_scores_.append(score)
         if est.verbose:
             print(f"Validation score: {score:f}")
-        improved_by_tol = score >= est.best_validation_score_ + est.tol
-        est._no_improvement_count = 0 if improved_by_tol else est._no_improvement_count + 1
+        not_better = score < est.best_validation_score_ + est.tol  # False for NaN, as in sklearn
+        est._no_improvement_count = est._no_improvement_count + 1 if not_better else 0
         if score > est.best_validation_score_:
             est.best_validation_score_ = score
             xp = model.backend.xp
@@ -313,7 +315,7 @@ class _BaseMLP(BaseEstimator):
         x = _to_host(X)
         rng = check_random_state(self.random_state)  # drawn from in sklearn's order: weights, split, seed
         if first_pass:
-            self._initialize(hidden, x.shape[1], targets.shape[1] if targets.ndim == 2 else len(self.classes_))
+            self._initialize(hidden, targets.shape[1] if targets.ndim == 2 else len(self.classes_))
             self._input_spec = source.spec if source is not None else None
             initial = self._initial_weights(rng)
         x, targets, validation = self._split(x, targets, labels, rng)
@@ -379,7 +381,7 @@ class _BaseMLP(BaseEstimator):
         if epoch_end.best_state is not None:
             model.load_state(epoch_end.best_state)
 
-    def _initialize(self, hidden: list[int], n_features: int, n_outputs: int) -> None:
+    def _initialize(self, hidden: list[int], n_outputs: int) -> None:
         """Reset the fitted attributes for a fresh fit (sklearn's ``_initialize``)."""
         self._hidden = hidden
         self.n_iter_, self.t_, self.n_outputs_ = 0, 0, n_outputs
@@ -466,7 +468,9 @@ class _BaseMLP(BaseEstimator):
             raise BackendUnavailableError(f"{exc} set_params(device='cpu') predicts on the CPU.") from exc
 
     def _new_optimizer(self, model: Sequential) -> Optimizer:
-        decay = self.alpha / 200  # any positive value: the objective sets alpha/n per batch
+        """mlp_xp's SGD or Adam with sklearn's settings; weight decay and Adam's eps are set for
+        each batch by ``_batch_rules``."""
+        decay = self.alpha
         if self.solver == "sgd":
             nesterov = self.nesterovs_momentum and self.momentum > 0
             return SGD(model, self.learning_rate_init, self.momentum, nesterov, weight_decay=decay)

@@ -254,7 +254,7 @@ def test_pickle_holds_host_arrays_and_resumes_training(digits):
         loaded.partial_fit(xd, yd)  # Adam's moments and step count came through the pickle
     classes = _pickled_classes(blob)
     assert not any(name.startswith(("torch", "mlp_xp.backends", "mlp_xp.model", "mlp_xp.optim")) for name in classes)
-    assert {"numpy.ndarray", "mlp_xp.sklearn.MLPClassifier"} <= classes
+    assert "numpy.ndarray" in classes and any(name.endswith(".MLPClassifier") for name in classes)
     assert type(before) is type(xd)
     np.testing.assert_allclose(loaded.loss_curve_, reference.loss_curve_, rtol=1e-12)
     for mine, expected in zip(loaded.coefs_, reference.coefs_, strict=True):

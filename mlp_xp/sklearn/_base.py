@@ -1,38 +1,5 @@
-"""scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` trained by mlp_xp.
-
-Drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``: the same
-constructor parameters, defaults, fitted attributes (``coefs_[i]`` is the (in, out) host NumPy
-weight of layer i, as in sklearn) and input errors (sklearn's ``validate_data``), plus
-``device`` (any ``get_backend`` spec), ``dtype`` (the training precision), ``batchnorm`` and
-``dropout``. Training is one call of mlp_xp's ``fit`` over a ``DeviceLoader``; sklearn's
-end-of-iteration work (loss curve, ``tol`` / ``n_iter_no_change``, early stopping, learning-rate
-updates) is a ``fit`` callback.
-
-How sklearn's objective maps onto mlp_xp, per batch of n samples:
-
-- sklearn minimises ``data_loss + alpha/(2n)·Σ‖W‖²`` (weights, not intercepts). The L2
-  gradient ``(alpha/n)·W`` is the optimizer's L2 ``weight_decay``, set to ``alpha/n`` for each
-  batch (the last batch may be smaller); the L2 term is added to the reported batch loss, so
-  ``loss_curve_`` is sklearn's (sample-weighted mean of the batch objectives).
-- data losses: softmax cross-entropy (multiclass); logistic loss summed over outputs and
-  averaged over samples (binary, multilabel); half the mean squared error with sklearn's
-  gradient ``(pred − y)/n`` (squared_error); half Poisson deviance with an exp link (poisson).
-- initial weights and intercepts are Glorot-uniform draws from ``random_state`` in sklearn's
-  order, so the same ``random_state`` starts from sklearn's weights.
-
-The optimizers are mlp_xp's (torch's update rules) set to give sklearn's updates: Adam's ``eps``
-is rescaled per step to sklearn's placement, and the SGD momentum state is rescaled when the
-learning rate changes. With ``dtype="float64"`` and ``shuffle=False``, loss curves and weights
-equal sklearn's to rounding. Where results differ: the shuffling order comes from
-``DeviceLoader``; outputs are computed in ``dtype`` (float32 by default) and returned in the
-input's float dtype. No ``sample_weight``, no ``solver="lbfgs"``.
-
-Array API: inside ``sklearn.config_context(array_api_dispatch=True)`` (which needs
-``SCIPY_ARRAY_API=1`` before scipy is imported), CuPy, torch and array-api-strict inputs train
-on their own device and predictions come back in their library and device; NumPy, lists and
-pandas inputs train on ``device``. Pickles hold host arrays only: the model is rebuilt on first
-use after unpickling.
-"""
+"""``BaseMLP``: what sklearn's two MLP estimators share here — parameters, training through
+``fit`` and ``DeviceLoader``, validation, prediction on the input's device, pickling."""
 
 from __future__ import annotations
 
@@ -53,27 +20,23 @@ from array_api_compat import (
 )
 from array_api_compat import device as array_device
 from sklearn import get_config
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .arrays import Array, namespace
-from .backends import Backend, BackendUnavailableError, get_backend
-from .data import DeviceLoader
-from .layers import BatchNorm, Dropout, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid, softmax
-from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
-from .model import Sequential
-from .optim import SGD, Adam, Optimizer
-from .train import TrainingDiverged
-from .train import fit as train
-
-__all__ = ["MLPClassifier", "MLPRegressor"]
+from ..arrays import Array
+from ..backends import Backend, BackendUnavailableError, get_backend
+from ..data import DeviceLoader
+from ..layers import BatchNorm, Dropout, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid, softmax
+from ..losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
+from ..model import Sequential
+from ..optim import SGD, Adam, Optimizer
+from ..train import TrainingDiverged
+from ..train import fit as train
+from ._training import EndOfIteration, HalfPoissonDeviance, Objective, optimizer_snapshot
 
 HIDDEN_ACTIVATIONS: dict[str, type[Layer] | None] = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 STRICT_SPECS = tuple(f"array-api-strict{d}" for d in ("", ":device1", ":device2", ":no_float64"))
@@ -86,7 +49,7 @@ NON_FINITE_MESSAGE = (
 )
 
 
-def _array_backend(x: Any) -> Backend | None:
+def array_backend(x: Any) -> Backend | None:
     """The mlp_xp backend holding ``x`` when it is a non-NumPy array; None for NumPy and host data."""
     if is_numpy_array(x) or not is_array_api_obj(x):
         return None
@@ -106,132 +69,13 @@ def _array_backend(x: Any) -> Backend | None:
     )
 
 
-def _to_host(x: Any) -> np.ndarray:
+def to_host(x: Any) -> np.ndarray:
     """``x`` as a host NumPy array, from any supported library and device."""
-    backend = _array_backend(x)
+    backend = array_backend(x)
     return backend.to_numpy(x) if backend is not None else np.asarray(x)
 
 
-class _Objective(Loss):
-    """sklearn's batch objective around a data loss: ``loss_scale·data + alpha/(2n)·Σ‖W‖²``.
-
-    The data gradient is multiplied by ``grad_scale``. ``before_step(n)`` runs for each batch
-    of n samples, before the optimizer step: it applies sklearn's per-batch optimizer rules (the
-    L2 gradient ``(alpha/n)·W`` as weight decay).
-    """
-
-    def __init__(
-        self,
-        data: Loss,
-        loss_scale: float,
-        grad_scale: float,
-        alpha: float,
-        weights: list[Linear],
-        before_step: Callable[[int], None],
-    ):
-        self.data, self.loss_scale, self.grad_scale, self.alpha = data, loss_scale, grad_scale, alpha
-        self.weights, self.before_step = weights, before_step
-
-    def forward(self, pred: Array, target: Array) -> Array:
-        value = self.data.forward(pred, target)
-        if self.loss_scale != 1.0:
-            value = value * self.loss_scale
-        n = pred.shape[0]
-        self.before_step(n)
-        if self.alpha:
-            xp = namespace(pred)
-            flat = [xp.reshape(layer.params["weight"], (-1,)) for layer in self.weights]
-            value = value + (0.5 * self.alpha / n) * sum(xp.vecdot(w, w) for w in flat)
-        return value
-
-    def backward(self) -> Array:
-        grad = self.data.backward()
-        if self.grad_scale != 1.0:
-            grad *= self.grad_scale
-        return grad
-
-
-class _HalfPoissonDeviance(Loss):
-    """sklearn's poisson loss on raw outputs ``z`` (prediction ``exp(z)``): ``Σ(y·log y − y·z − y
-    + exp(z)) / n`` over all outputs; gradient ``(exp(z) − y) / n``."""
-
-    def forward(self, pred: Array, target: Array) -> Array:
-        xp, n = namespace(pred), pred.shape[0]
-        mean = xp.exp(pred)
-        positive = target > 0
-        y_log_y = xp.where(
-            positive, target * xp.log(xp.where(positive, target, xp.ones_like(target))), xp.zeros_like(target)
-        )
-        self._grad = (mean - target) / n
-        return xp.sum(y_log_y - target * pred - target + mean) / n
-
-    def backward(self) -> Array:
-        return self._grad
-
-
-class _EndOfIteration:
-    """``fit`` callback doing sklearn's end-of-iteration work: ``n_iter_``, ``t_``, ``loss_curve_``,
-    the verbose line, the no-improvement count (training loss, or validation score with early
-    stopping, keeping the best weights), learning-rate updates and stopping."""
-
-    def __init__(self, est: _BaseMLP, optimizer: Optimizer, n_samples: int, validation: Any, incremental: bool):
-        self.est, self.optimizer, self.n_samples = est, optimizer, n_samples
-        self.validation, self.incremental = validation, incremental
-        self.best_state: dict[str, Array] | None = None
-        self.stopped = False
-
-    def on_epoch_end(self, epoch: int, stats: dict[str, Any], model: Sequential) -> bool:
-        est = self.est
-        est.n_iter_ += 1
-        est.t_ += self.n_samples
-        est.loss_ = stats["train_loss"]
-        est.loss_curve_.append(est.loss_)
-        if est.verbose:
-            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
-        self._count_no_improvement(model)
-        sgd = est.solver == "sgd"
-        if sgd and est.learning_rate == "invscaling":
-            _set_lr(self.optimizer, est.learning_rate_init / (est.t_ + 1) ** est.power_t)
-        if est._no_improvement_count > est.n_iter_no_change:
-            watched = "Validation score" if est.early_stopping else "Training loss"
-            msg = f"{watched} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
-            if not (sgd and est.learning_rate == "adaptive"):
-                return self._stop(msg + " Stopping.")
-            if self.optimizer.lr <= 1e-6:
-                return self._stop(msg + " Learning rate too small. Stopping.")
-            _set_lr(self.optimizer, self.optimizer.lr / 5.0)
-            est._no_improvement_count = 0
-            if est.verbose:
-                print(f"{msg} Setting learning rate to {self.optimizer.lr:f}")
-        return False
-
-    def _stop(self, msg: str) -> bool:
-        if self.est.verbose:
-            print(msg)
-        self.stopped = True
-        return True
-
-    def _count_no_improvement(self, model: Sequential) -> None:
-        est = self.est
-        if self.validation is None:
-            last = est.loss_curve_[-1]
-            est._no_improvement_count = est._no_improvement_count + 1 if last > est.best_loss_ - est.tol else 0
-            est.best_loss_ = min(est.best_loss_, last)
-            return
-        x_val, y_val = self.validation
-        score = est._score_output(est._forward(model, x_val), y_val)
-        est.validation_scores_.append(score)
-        if est.verbose:
-            print(f"Validation score: {score:f}")
-        not_better = score < est.best_validation_score_ + est.tol  # False for NaN, as in sklearn
-        est._no_improvement_count = est._no_improvement_count + 1 if not_better else 0
-        if score > est.best_validation_score_:
-            est.best_validation_score_ = score
-            xp = model.backend.xp
-            self.best_state = {k: xp.asarray(v, copy=True) for k, v in model.state().items()}
-
-
-class _BaseMLP(BaseEstimator):
+class BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, training, prediction, pickling."""
 
     _parameter_constraints: dict = {
@@ -301,7 +145,7 @@ class _BaseMLP(BaseEstimator):
 
     # -- training ----------------------------------------------------------------------------
 
-    def _fit(self, X: Any, y: Any, incremental: bool) -> _BaseMLP:
+    def _fit(self, X: Any, y: Any, incremental: bool) -> BaseMLP:
         if self.solver == "lbfgs":
             raise ValueError(LBFGS_MESSAGE)
         if self.early_stopping and incremental:
@@ -311,8 +155,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y, source = self._validate(X, y, reset=first_pass, method="partial_fit" if incremental else "fit")
-        targets, labels = self._targets(_to_host(y), incremental)
-        x = _to_host(X)
+        targets, labels = self._targets(to_host(y), incremental)
+        x = to_host(X)
         rng = check_random_state(self.random_state)  # drawn from in sklearn's order: weights, split, seed
         if first_pass:
             self._initialize(hidden, targets.shape[1] if targets.ndim == 2 else len(self.classes_))
@@ -358,7 +202,7 @@ class _BaseMLP(BaseEstimator):
         """One ``fit`` call: ``max_iter`` epochs (one for ``partial_fit``) with sklearn's
         end-of-iteration callback; sklearn's warnings; the best weights back with early stopping."""
         optimizer = self._optimizer
-        epoch_end = _EndOfIteration(self, optimizer, loader.n, validation, incremental)
+        epoch_end = EndOfIteration(self, optimizer, loader.n, validation, incremental)
         self.n_iter_ = 0
         start = len(self.loss_curve_)
         try:
@@ -445,7 +289,7 @@ class _BaseMLP(BaseEstimator):
         model = self._model
         if model is not None and model.backend.spec == backend.spec and model.dtype == self.dtype:
             return model
-        snapshot = _optimizer_snapshot(self._optimizer) if self._optimizer is not None else None
+        snapshot = optimizer_snapshot(self._optimizer) if self._optimizer is not None else None
         snapshot = snapshot or getattr(self, "_host_optimizer", None)
         model = self._architecture().init(backend, seed=self._seed, dtype=self.dtype)
         model.load_state({k: backend.asarray(v, self.dtype) for k, v in self._host_state.items()})
@@ -476,16 +320,16 @@ class _BaseMLP(BaseEstimator):
             return SGD(model, self.learning_rate_init, self.momentum, nesterov, weight_decay=decay)
         return Adam(model, self.learning_rate_init, (self.beta_1, self.beta_2), self.epsilon, weight_decay=decay)
 
-    def _objective(self, model: Sequential, optimizer: Optimizer) -> _Objective:
+    def _objective(self, model: Sequential, optimizer: Optimizer) -> Objective:
         k = self.n_outputs_
         data, loss_scale, grad_scale = {
             "softmax": (SoftmaxCrossEntropy(check_labels=False), 1.0, 1.0),
             "logistic": (BinaryCrossEntropy(from_logits=True), k, k),
             "identity": (MSE(), 0.5, k / 2),
-            "exp": (_HalfPoissonDeviance(), 1.0, 1.0),
+            "exp": (HalfPoissonDeviance(), 1.0, 1.0),
         }[self.out_activation_]
         weights = [model[name] for name in self._linear_names()]
-        return _Objective(data, loss_scale, grad_scale, self.alpha, weights, self._batch_rules(optimizer))
+        return Objective(data, loss_scale, grad_scale, self.alpha, weights, self._batch_rules(optimizer))
 
     def _batch_rules(self, optimizer: Optimizer) -> Callable[[int], None]:
         """sklearn's per-batch optimizer settings for a batch of n samples: L2 weight decay
@@ -520,7 +364,7 @@ class _BaseMLP(BaseEstimator):
     ) -> tuple[Any, Any, Backend | None]:
         """sklearn's ``validate_data`` (its messages); under array-API dispatch a non-NumPy ``X``
         stays in its library and on its device, whose backend is returned (else None)."""
-        source = _array_backend(X) if get_config()["array_api_dispatch"] else None
+        source = array_backend(X) if get_config()["array_api_dispatch"] else None
         floats = (source.xp.float64, source.xp.float32) if source is not None else (np.float64, np.float32)
         x_only = isinstance(y, str) and y == "no_validation"
         kwargs = {} if x_only else {"multi_output": True, "y_numeric": not is_classifier(self)}
@@ -573,196 +417,10 @@ class _BaseMLP(BaseEstimator):
         state.pop("_model", None)
         optimizer = state.pop("_optimizer", None)
         if optimizer is not None:
-            state["_host_optimizer"] = _optimizer_snapshot(optimizer)
+            state["_host_optimizer"] = optimizer_snapshot(optimizer)
         return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
-        return tags
-
-
-def _set_lr(optimizer: Optimizer, lr: float) -> None:
-    """Change the learning rate as sklearn does: its SGD velocity holds ``lr·g`` terms, mlp_xp's
-    (torch's) holds ``g`` terms, so the momentum state is rescaled by ``old lr / new lr``."""
-    if isinstance(optimizer, SGD) and optimizer.momentum:
-        factor = optimizer.lr / lr
-        optimizer.load_state_arrays({k: v * factor for k, v in optimizer.state_arrays().items()}, optimizer.steps)
-    optimizer.lr = lr
-
-
-def _optimizer_snapshot(optimizer: Optimizer) -> dict[str, Any]:
-    """Optimizer state as host arrays, with its step count and current learning rate."""
-    backend = optimizer.model.backend
-    arrays = {k: backend.to_numpy(v) for k, v in optimizer.state_arrays().items()}
-    return {"arrays": arrays, "steps": optimizer.steps, "lr": optimizer.lr}
-
-
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``'s parameters
-    and attributes, trained by mlp_xp on ``device`` (see the module docstring).
-
-    Multiclass targets train a softmax output; binary and multilabel targets a logistic output
-    per label (``out_activation_``). ``device`` is a ``get_backend`` spec (``"auto"``: CuPy on
-    a GPU, else NumPy); ``dtype`` the training precision; ``batchnorm`` and ``dropout`` add
-    ``BatchNorm`` / ``Dropout`` after each hidden layer.
-    """
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train on ``X`` (n_samples, n_features) and class labels ``y`` (n_samples,) or a label
-        indicator matrix (n_samples, n_labels); returns self."""
-        return self._fit(X, y, incremental=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
-        """One epoch over ``X``, ``y``; ``classes`` (every label of the whole data) is required
-        on the first call."""
-        if _check_partial_fit_first_call(self, classes):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
-        return self._fit(X, y, incremental=True)
-
-    def _targets(self, y: np.ndarray, incremental: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(training targets, labels): class ids for multiclass, a float 0/1 matrix otherwise;
-        sets or checks ``classes_`` as sklearn does."""
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer().fit(y)
-            self.classes_ = self._label_binarizer.classes_
-        else:
-            classes = unique_labels(y)
-            if self.warm_start:
-                if set(classes) != set(self.classes_):
-                    raise ValueError(
-                        "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
-                        f"Previously got {self.classes_}, `y` has {classes}"
-                    )
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(
-                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
-                )
-        indicator = self._label_binarizer.transform(y)
-        if self._label_binarizer.y_type_ == "multiclass":
-            return np.argmax(indicator, axis=1), y
-        return indicator.astype(np.float64), y
-
-    def _out_activation(self) -> str:
-        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
-
-    def _labels(self, proba: Any) -> np.ndarray:
-        """Host labels from host output activations (sklearn's decoding)."""
-        return self._label_binarizer.inverse_transform(proba.ravel() if self.n_outputs_ == 1 else proba)
-
-    def _score_output(self, out: Array, y: np.ndarray) -> float:
-        pred = self._model.backend.to_numpy(out)
-        return float(accuracy_score(y, self._labels(pred))) if np.isfinite(pred).all() else np.nan
-
-    def predict(self, X: Any) -> Any:
-        """Predicted classes (n_samples,), or a label indicator matrix for multilabel targets."""
-        out, source, _ = self._output(X, "predict")
-        labels = self._labels(self._model.backend.to_numpy(out))
-        if source is not None and labels.dtype.kind in "biuf":
-            return source.asarray(labels)
-        return labels
-
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities (n_samples, n_classes) in the order of ``classes_``."""
-        return self._proba(X, "predict_proba")
-
-    def predict_log_proba(self, X: Any) -> Any:
-        """``log(predict_proba(X))``."""
-        proba = self._proba(X, "predict_log_proba")
-        return array_namespace(proba).log(proba)
-
-    def _proba(self, X: Any, method: str) -> Any:
-        out, source, dtype = self._output(X, method)
-        if self.n_outputs_ == 1:
-            out = self._model.backend.xp.concat([1.0 - out, out], axis=1)
-        return self._deliver(out, source, dtype)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        return tags
-
-
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor: ``sklearn.neural_network.MLPRegressor``'s parameters
-    and attributes, trained by mlp_xp on ``device`` (see ``MLPClassifier`` and the module
-    docstring). ``loss`` is ``"squared_error"`` (identity output) or ``"poisson"`` (exp output)."""
-
-    _parameter_constraints: dict = {
-        **_BaseMLP._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
-    }
-
-    def __init__(
-        self,
-        loss="squared_error",
-        hidden_layer_sizes=(100,),
-        activation="relu",
-        *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        device="auto",
-        dtype="float32",
-        batchnorm=False,
-        dropout=0.0,
-    ):
-        vars(self).update({k: v for k, v in locals().items() if k != "self"})  # sklearn: stored unchanged
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Train on ``X`` (n_samples, n_features) and targets ``y`` (n_samples,) or
-        (n_samples, n_outputs); returns self."""
-        return self._fit(X, y, incremental=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
-        """One epoch over ``X``, ``y``."""
-        return self._fit(X, y, incremental=True)
-
-    def _targets(self, y: np.ndarray, incremental: bool) -> tuple[np.ndarray, np.ndarray]:
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        y = y.astype(np.float64).reshape(len(y), -1)  # ValueError for strings, as sklearn's float conversion
-        return y, y
-
-    def _out_activation(self) -> str:
-        return "exp" if self.loss == "poisson" else "identity"
-
-    def _score_output(self, out: Array, y: np.ndarray) -> float:
-        pred = self._model.backend.to_numpy(out)
-        return float(r2_score(y, pred)) if np.isfinite(pred).all() else np.nan
-
-    def predict(self, X: Any) -> Any:
-        """Predictions (n_samples,), or (n_samples, n_outputs) for several targets."""
-        out, source, dtype = self._output(X, "predict")
-        if self.n_outputs_ == 1:
-            out = self._model.backend.xp.reshape(out, (-1,))
-        return self._deliver(out, source, dtype)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
         return tags

@@ -36,7 +36,7 @@ from ..model import Sequential
 from ..optim import SGD, Adam, Optimizer
 from ..train import TrainingDiverged
 from ..train import fit as train
-from ._training import EndOfIteration, HalfPoissonDeviance, Objective, optimizer_snapshot
+from ._training import EndOfIteration, HalfPoissonDeviance, Objective
 
 HIDDEN_ACTIVATIONS: dict[str, type[Layer] | None] = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 STRICT_SPECS = tuple(f"array-api-strict{d}" for d in ("", ":device1", ":device2", ":no_float64"))
@@ -289,8 +289,7 @@ class BaseMLP(BaseEstimator):
         model = self._model
         if model is not None and model.backend.spec == backend.spec and model.dtype == self.dtype:
             return model
-        snapshot = optimizer_snapshot(self._optimizer) if self._optimizer is not None else None
-        snapshot = snapshot or getattr(self, "_host_optimizer", None)
+        snapshot = self._optimizer_snapshot()
         model = self._architecture().init(backend, seed=self._seed, dtype=self.dtype)
         model.load_state({k: backend.asarray(v, self.dtype) for k, v in self._host_state.items()})
         self._model, self._optimizer = model, None
@@ -415,10 +414,18 @@ class BaseMLP(BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
         state.pop("_model", None)
-        optimizer = state.pop("_optimizer", None)
-        if optimizer is not None:
-            state["_host_optimizer"] = optimizer_snapshot(optimizer)
+        if state.pop("_optimizer", None) is not None:
+            state["_host_optimizer"] = self._optimizer_snapshot()
         return state
+
+    def _optimizer_snapshot(self) -> dict[str, Any] | None:
+        """The optimizer's state as host arrays with its step count and learning rate: from the
+        live optimizer, else the one an unpickled estimator brought, else None."""
+        if self._optimizer is None:
+            return getattr(self, "_host_optimizer", None)
+        backend, optimizer = self._model.backend, self._optimizer
+        arrays = {k: backend.to_numpy(v) for k, v in optimizer.state_arrays().items()}
+        return {"arrays": arrays, "steps": optimizer.steps, "lr": optimizer.lr}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

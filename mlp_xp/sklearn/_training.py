@@ -1,5 +1,6 @@
 """sklearn's training math on mlp_xp's pieces: the batch objective (data loss + alpha's L2
-term), sklearn's poisson loss, the end-of-iteration ``fit`` callback, and optimizer helpers."""
+term), sklearn's poisson loss, the end-of-iteration ``fit`` callback, and sklearn's way of
+changing the learning rate."""
 
 from __future__ import annotations
 
@@ -142,10 +143,3 @@ def set_lr(optimizer: Optimizer, lr: float) -> None:
         factor = optimizer.lr / lr
         optimizer.load_state_arrays({k: v * factor for k, v in optimizer.state_arrays().items()}, optimizer.steps)
     optimizer.lr = lr
-
-
-def optimizer_snapshot(optimizer: Optimizer) -> dict[str, Any]:
-    """Optimizer state as host arrays, with its step count and current learning rate."""
-    backend = optimizer.model.backend
-    arrays = {k: backend.to_numpy(v) for k, v in optimizer.state_arrays().items()}
-    return {"arrays": arrays, "steps": optimizer.steps, "lr": optimizer.lr}

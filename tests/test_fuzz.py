@@ -260,8 +260,8 @@ def test_checkpoint_reader_on_mutated_files(scratch, checkpoint_bytes, data, req
             pytest.mark.xfail(
                 strict=True,
                 reason="finding for the export issue: the .npz reader (numpy.load + zipfile) lets "
-                "zipfile.BadZipFile, EOFError, zlib.error and others escape on truncated or corrupt "
-                "files instead of FileFormatError; the safetensors reader is to close this",
+                "zipfile.BadZipFile (truncated or corrupt archive), NotImplementedError (a mutated "
+                "compression method) and EOFError escape instead of FileFormatError",
             )
         )
     content = data.draw(mutations(checkpoint_bytes))

@@ -298,5 +298,6 @@ def _check_divergence(history: History, loss: Loss, model: Sequential) -> None:
 
 
 def _output_width(model: Sequential) -> int:
-    """The number of outputs of ``model``: the width of its last layer with a weight."""
-    return next(int(layer.params["weight"].shape[-1]) for layer in reversed(model.layers) if "weight" in layer.params)
+    """The number of outputs of ``model``: the width of its last layer with a weight (2 without one)."""
+    widths = (int(layer.params["weight"].shape[-1]) for layer in reversed(model.layers) if "weight" in layer.params)
+    return next(widths, 2)

@@ -1,13 +1,19 @@
-"""The ``mlp-xp`` command: train, eval, predict, info, bench."""
+"""The ``mlp-xp`` command: train, eval, predict, info, bench.
+
+Exit codes: 0 done; 1 the run failed (training diverged, an output could not be written);
+2 a usage or input error (a bad argument, an unreadable file, a missing dataset or device);
+130 interrupted (Ctrl-C). Every error is one line on stderr, ``mlp-xp <command>: error: ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,14 @@ import numpy as np
 
 from . import __version__
 from .backends import Backend, BackendUnavailableError, available_backends, get_backend
-from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, restore, save_checkpoint
+from .cli_checks import (
+    check_arguments,
+    check_epochs_against_checkpoint,
+    check_features_against_model,
+    check_predict_range,
+    check_val_split,
+)
 from .data import DatasetNotFoundError, DeviceLoader, load_dataset, load_idx_dir, synthetic, train_val_split
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
@@ -23,6 +36,20 @@ from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
 from .train import TrainingDiverged, evaluate, fit
 
 DATASETS = ("fashion-mnist", "mnist", "synthetic", "idx")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PREDICT_GRID_MAX = 64
+"""Most images ``predict`` draws (the first ones); every prediction is still printed."""
+
+
+class RunFailed(RuntimeError):
+    """The run could not write one of its outputs (a full disk, an I/O error): exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -43,9 +70,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mlp-xp", description="Train multilayer perceptrons on any Array API library."
-    )
+    parser = _Parser(prog="mlp-xp", description="Train multilayer perceptrons on any Array API library.")
     parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -86,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics-json", metavar="PATH", help="write config and per-epoch metrics as JSON")
     t.add_argument("--plot", metavar="PATH.png", help="write loss/accuracy curves")
     t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines; only the result")
+    t.add_argument(
+        "--no-divergence-check",
+        action="store_true",
+        help="train on when the loss grows beyond 100x max(first epoch's loss, ln(classes)) (NaN/inf still stop)",
+    )
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a test set")
     e.add_argument("--load", required=True, metavar="PATH")
@@ -116,12 +146,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command of ``argv``; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
+        check_arguments(args)
         return COMMANDS[args.command](args)
-    except (BackendUnavailableError, DatasetNotFoundError, TrainingDiverged, ValueError, FileNotFoundError) as exc:
-        print(f"mlp-xp {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"mlp-xp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (TrainingDiverged, RunFailed) as exc:
+        return _error(args, exc, EXIT_FAILED)
+    except (BackendUnavailableError, DatasetNotFoundError, ImportError, ValueError, OSError) as exc:
+        return _error(args, exc, EXIT_USAGE)
+
+
+def _error(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+    print(f"mlp-xp {args.command}: error: {exc}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _writing(what: str, path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into ``RunFailed`` (all writes are atomic, so the
+    file there before is untouched)."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunFailed(
+            f"could not write {what} {path}: {exc.strerror or exc}; the file there before, if any, is unchanged"
+        ) from exc
 
 
 # -- train ----------------------------------------------------------------------------------
@@ -131,8 +184,6 @@ def _load_data(args: argparse.Namespace, seed: int):
     if args.dataset == "synthetic":
         return synthetic(args.synthetic_size, seed=seed, n_test=max(1, args.synthetic_size // 6))
     if args.dataset == "idx":
-        if not args.data_dir:
-            raise ValueError("--dataset idx reads your own IDX files: give their directory with --data-dir.")
         return load_idx_dir(args.data_dir)
     return load_dataset(args.dataset, args.data_dir)
 
@@ -169,22 +220,28 @@ class _EpochWriter:
             write_json(self.args.metrics_json, {"config": self.config, "epochs": self.records})
 
     def save(self, model, epoch: int, partial: bool) -> None:
-        save_checkpoint(
-            self.args.save,
-            model,
-            self.optimizer,
-            epoch=epoch,
-            config=self.config,
-            model_config=self.model_config,
-            history=self.records,
-            partial=partial,
-        )
+        with _writing("the checkpoint", self.args.save):
+            save_checkpoint(
+                self.args.save,
+                model,
+                self.optimizer,
+                epoch=epoch,
+                config=self.config,
+                model_config=self.model_config,
+                history=self.records,
+                partial=partial,
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     log = (lambda line: None) if args.quiet else print
     backend = get_backend(args.device)
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        check_epochs_against_checkpoint(args.epochs, checkpoint.meta["epoch"], args.resume)
     data = _load_data(args, args.seed)
+    if args.val_split:
+        check_val_split(args.val_split, len(data.x_train))
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
     config = {k: v for k, v in vars(args).items() if k != "command"}
@@ -202,8 +259,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = make_mlp(**model_config).init(backend, seed=args.seed, dtype=args.dtype)
     optimizer = _make_optimizer(args, model)
     start_epoch, history_before = 0, []
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
+    if checkpoint is not None:
         restore(checkpoint, model, optimizer)
         start_epoch, history_before = checkpoint.meta["epoch"], checkpoint.meta["history"]
         log(f"resumed {args.resume} after epoch {start_epoch}")
@@ -247,6 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         start_epoch=start_epoch,
         log=log,
+        divergence_check=not args.no_divergence_check,
     )
     elapsed = time.perf_counter() - started
     if history.interrupted and args.save:
@@ -270,12 +327,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.plot and records:
         from .plotting import plot_history
 
-        plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
+        with _writing("the plot", args.plot):
+            plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
     if records:
         acc = final["acc"] if final else records[-1]["test_acc"]
         ran = len(history.epochs)
         print(f"done: {ran} epoch{'s' * (ran != 1)} in {elapsed:.1f} s; test accuracy {acc:.4f}")
-    return 130 if history.interrupted else 0
+    return EXIT_INTERRUPTED if history.interrupted else EXIT_OK
 
 
 def _held_out_loader(x, y, backend: Backend, dtype: str, data, batch_size: int) -> DeviceLoader:
@@ -293,18 +351,22 @@ def _held_out_loader(x, y, backend: Backend, dtype: str, data, batch_size: int) 
 
 
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (temp file + rename); ``RunFailed`` when that is impossible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, path)
+    with _writing("the metrics JSON", path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(document, indent=1))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 # -- eval / predict -------------------------------------------------------------------------
 
 
-def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Any]:
+def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
     checkpoint = load_checkpoint(args.load)
     model_config = checkpoint.meta.get("model_config")
     if not model_config:
@@ -315,21 +377,29 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Any]:
     return model.eval(), backend, checkpoint
 
 
+def _load_test_data(args: argparse.Namespace, checkpoint: Checkpoint):
+    """The dataset of ``args``, checked to fit the checkpoint's model."""
+    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    check_features_against_model(args.load, checkpoint.meta["model_config"]["in_features"], data.name, data.n_features)
+    return data
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     model, backend, checkpoint = _load_model(args)
-    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    data = _load_test_data(args, checkpoint)
     loader = _held_out_loader(data.x_test, data.y_test, backend, model.dtype, data, batch_size=args.batch_size)
     scores = evaluate(model, SoftmaxCrossEntropy(check_labels=False), loader)
     print(
         f"{data.name} test: loss {scores['loss']:.4f}  accuracy {scores['acc']:.4f}  ({loader.n} samples, "
         f"checkpoint epoch {checkpoint.meta['epoch']})"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     model, backend, checkpoint = _load_model(args)
-    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    data = _load_test_data(args, checkpoint)
+    check_predict_range(args.start, args.count, len(data.x_test))
     images = data.x_test[args.start : args.start + args.count]
     truth = data.y_test[args.start : args.start + args.count]
     x = backend.asarray(images.astype(np.float32) * np.float32(data.scale), model.dtype)
@@ -341,8 +411,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if images.shape[1] == 784:
         from .plotting import plot_predictions
 
-        print(f"wrote {plot_predictions(images, predicted, truth.tolist(), names, args.out)}")
-    return 0
+        drawn = min(len(images), PREDICT_GRID_MAX)
+        with _writing("the prediction grid", args.out):
+            plot_predictions(images[:drawn], predicted[:drawn], truth[:drawn].tolist(), names, args.out)
+        print(f"wrote {args.out}" + (f" (the first {drawn} of {len(images)} images)" if drawn < len(images) else ""))
+    return EXIT_OK
 
 
 # -- export ---------------------------------------------------------------------------------

@@ -103,3 +103,33 @@ def fashion_mnist() -> mlp_xp.Dataset:
         if _in_ci():
             pytest.fail(f"CI needs Fashion-MNIST on disk (apt-get install dataset-fashion-mnist): {exc}")
         pytest.skip(f"Fashion-MNIST is not on disk: {exc}")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory in which no file can be created: a read-only tmpfs mounted there when running as
+    root (root ignores permission bits), else mode 0o555. Skips where neither makes it read-only."""
+    import subprocess
+
+    path = tmp_path / "read-only"
+    path.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
+        mounted = done.returncode == 0
+    else:
+        path.chmod(0o555)
+    try:
+        if not mounted and os.geteuid() == 0:
+            pytest.skip("running as root, and mounting a read-only tmpfs is not permitted here")
+        try:
+            (path / "probe").touch()
+        except OSError:
+            yield path
+        else:
+            pytest.skip(f"{path} accepts new files despite being made read-only")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(path)], check=True)
+        else:
+            path.chmod(0o755)

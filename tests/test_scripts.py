@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import in_ci
 
 import mlp_xp
 from mlp_xp.data import find_files
@@ -26,13 +27,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FLOAT = r"(\d+\.\d+)"
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
 def _require(ok: bool, what: str) -> None:
     if not ok:
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"CI needs {what}")
         pytest.skip(f"{what} is missing")
 

@@ -132,6 +132,7 @@ class PackageImports:
             package = package.rpartition(".")[0]
         return f"{package}.{node.module}" if node.module else package
 
+    @cache  # noqa: B019
     def bindings(self, module: str) -> dict[str, tuple[str, str]]:
         """Names that ``module`` binds by importing, each mapped to ``origin``'s answer."""
         bound: dict[str, tuple[str, str]] = {}

@@ -84,9 +84,7 @@ class CompiledSteps:
         return state
 
     def _scalar(self, value: float) -> Array:
-        import numpy as np  # host values only: the scalar is uploaded through the backend
-
-        return self.backend.asarray(np.asarray(value), self.model.flat.data.dtype)
+        return self.backend.asarray(value, self.model.flat.data.dtype)
 
     def _accept(self, state: State, steps: int) -> None:
         """Bind a call's concrete output state; the host keeps counting steps itself."""

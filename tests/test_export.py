@@ -6,25 +6,14 @@ torch, onnx and onnxruntime are optional: their tests skip when missing, and fai
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
 import pytest
-from conftest import _in_ci
+from conftest import require_module
 
 import mlp_xp
 from mlp_xp.cli import main
-
-
-def _need(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if _in_ci():
-            pytest.fail(f"CI needs {module}: {exc}")
-        pytest.skip(f"{module} is not installed")
-
 
 IN, CLASSES = 20, 4
 RNG = np.random.default_rng(0)
@@ -53,7 +42,7 @@ def _assert_same_logits(actual, expected):
 
 @pytest.fixture(scope="module")
 def torch():
-    return _need("torch")
+    return require_module("torch")
 
 
 # -- PyTorch -----------------------------------------------------------------------------------
@@ -128,8 +117,8 @@ def test_torch_state_file_loads_into_the_printed_sequential(torch, tmp_path, num
 
 @pytest.fixture(scope="module")
 def onnxruntime():
-    _need("onnx")
-    return _need("onnxruntime")
+    require_module("onnx")
+    return require_module("onnxruntime")
 
 
 def _run_onnx(onnxruntime, path, x):
@@ -228,7 +217,7 @@ def test_loader_takes_torch_tensors_without_a_copy_and_trains_the_same(torch, nu
 
 
 def test_loader_takes_strict_arrays_into_numpy_without_a_copy(numpy_backend):
-    xps = _need("array_api_strict")
+    xps = require_module("array_api_strict")
     x, y = xps.asarray(X), xps.asarray(Y)
     loader = mlp_xp.DeviceLoader(x, y, numpy_backend, batch_size=16, num_classes=CLASSES)
     assert loader.x.ctypes.data == np.from_dlpack(x).ctypes.data
@@ -260,7 +249,7 @@ def test_predict_answers_in_the_input_library(torch, numpy_backend):
     np.testing.assert_array_equal(out.numpy(), expected)
     assert all(layer.training for layer in model.layers)  # its mode is restored
     np.testing.assert_array_equal(mlp_xp.predict(model, X.tolist()), expected)
-    xps = _need("array_api_strict")
+    xps = require_module("array_api_strict")
     strict_out = mlp_xp.predict(model, xps.asarray(X))
     assert isinstance(strict_out, type(xps.asarray(0.0)))
     on_torch = mlp_xp.from_torch(mlp_xp.to_torch(model.eval()), backend="torch")

@@ -33,7 +33,7 @@ from .data import DatasetNotFoundError, DeviceLoader, load_dataset, load_idx_dir
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
 from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
-from .train import TrainingDiverged, evaluate, fit
+from .train import TrainingDiverged, evaluate, fit, train_step
 
 DATASETS = ("fashion-mnist", "mnist", "synthetic", "idx")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -65,7 +65,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--synthetic-size", type=int, default=12000, help="training samples of --dataset synthetic")
     p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda, cuda:N, torch, torch:cuda, array-api-strict[:device1]"
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:N, torch, torch:cuda, jax, jax:cuda, array-api-strict[:device1]",
     )
 
 
@@ -111,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics-json", metavar="PATH", help="write config and per-epoch metrics as JSON")
     t.add_argument("--plot", metavar="PATH.png", help="write loss/accuracy curves")
     t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines; only the result")
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="trace the training step once and run it compiled (jax: a whole epoch as one XLA program; torch: "
+        "torch.compile); jax, jax:cuda, torch and torch:cuda only",
+    )
     t.add_argument(
         "--no-divergence-check",
         action="store_true",
@@ -236,6 +244,8 @@ class _EpochWriter:
 def cmd_train(args: argparse.Namespace) -> int:
     log = (lambda line: None) if args.quiet else print
     backend = get_backend(args.device)
+    if args.compile and not backend.compiles:
+        backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         check_epochs_against_checkpoint(args.epochs, checkpoint.meta["epoch"], args.resume)
@@ -304,6 +314,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         start_epoch=start_epoch,
         log=log,
         divergence_check=not args.no_divergence_check,
+        compile=args.compile,
     )
     elapsed = time.perf_counter() - started
     if history.interrupted and args.save:

@@ -56,6 +56,7 @@ CASES = [
     ("resume-other-architecture", f"{TRAIN} --resume {{ckpt}} --epochs 2 --hidden 4", 2,
      "checkpoint does not match the model architecture"),
     ("device-unknown", f"{TRAIN} --device tpu", 2, "unknown backend/device spec 'tpu'"),
+    ("compile-without-compiler", f"{TRAIN} --compile", 2, "numpy has no compiler: --compile works on jax, jax:cuda"),
     ("epochs-not-a-number", "train --epochs ten", 2, "argument --epochs: invalid int value: 'ten'"),
     ("unknown-option", "train --bogus", 2, "unrecognized arguments: --bogus"),
     ("eval-truncated-checkpoint", f"{EVAL} --load {{truncated}}", 2, "(truncated file)"),

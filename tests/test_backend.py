@@ -394,3 +394,27 @@ def test_to_numpy_is_a_copy(backend):
     before = backend.to_numpy(x)
     x += 1.0
     np.testing.assert_array_equal(before, np.zeros(3, dtype=np.float32))
+
+
+def test_host_allocator_tuning_once_and_opt_out(monkeypatch):
+    """NumPy-backed backends keep glibc from trimming freed memory after every step (page faults
+    per step otherwise): mallopt gets the documented thresholds once per process, or not at all
+    with MLP_XP_MALLOC_TUNING=0."""
+    from mlp_xp.backends import base
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+
+    monkeypatch.setattr(base.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(base.sys, "platform", "linux")
+    monkeypatch.setattr(base, "_HOST_ALLOCATOR_TUNED", False)
+    monkeypatch.setenv("MLP_XP_MALLOC_TUNING", "0")
+    get_backend("numpy")
+    assert calls == []
+    monkeypatch.delenv("MLP_XP_MALLOC_TUNING")
+    get_backend("numpy")
+    get_backend("array-api-strict")
+    assert calls == [(-3, 32 << 20), (-1, 256 << 20)]

@@ -21,7 +21,10 @@ here, overridden by the one module per library (``numpy``, ``cupy``, ``torch``, 
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +32,7 @@ import array_api_compat
 import numpy as np
 
 __all__ = [
+    "tune_host_allocator",
     "Backend",
     "BackendUnavailableError",
     "CompileUnsupportedError",
@@ -51,6 +55,31 @@ class CompileUnsupportedError(ValueError):
 def host_rng(seed: int | tuple[int, ...]) -> np.random.Generator:
     """Seeded host generator: the same draws on every backend (initial weights, permutations)."""
     return np.random.default_rng(seed)
+
+
+_HOST_ALLOCATOR_TUNED = False
+
+
+def tune_host_allocator() -> None:
+    """Keep glibc's malloc from returning freed memory to the OS after every training step.
+
+    A step allocates and frees a few temporaries the size of the parameter buffer (hundreds of
+    KB). With glibc's defaults these often land above its dynamic mmap threshold or get trimmed
+    from the top of the heap, so every step pays fresh page faults: measured here, a 784-100-10
+    Adam epoch at batch 64 took 1.7x as long. Large blocks below 32 MiB then come from the heap,
+    and up to 256 MiB of freed heap stays with the process. Linux/glibc only, once per process;
+    ``MLP_XP_MALLOC_TUNING=0`` leaves the allocator alone."""
+    global _HOST_ALLOCATOR_TUNED
+    if _HOST_ALLOCATOR_TUNED or os.environ.get("MLP_XP_MALLOC_TUNING", "1") == "0" or sys.platform != "linux":
+        return
+    _HOST_ALLOCATOR_TUNED = True
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
 
 
 class DeviceRandom:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Backend
+from .base import Backend, tune_host_allocator
 
 
 class NumpyBackend(Backend):
@@ -10,6 +10,7 @@ class NumpyBackend(Backend):
 
 
 def create() -> NumpyBackend:
+    tune_host_allocator()
     import array_api_compat.numpy as xp
 
     return NumpyBackend(xp, "cpu", "numpy")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, BackendUnavailableError
+from .base import Backend, BackendUnavailableError, tune_host_allocator
 
 DEVICES = {"": "CPU_DEVICE", "cpu": "CPU_DEVICE", "cpu_device": "CPU_DEVICE"}
 DEVICES.update({name: name for name in ("device1", "device2", "no_float64")})
@@ -37,6 +37,7 @@ def create(device: str = "") -> StrictBackend:
         raise BackendUnavailableError(
             "the array-api-strict backend needs array-api-strict: pip install array-api-strict."
         ) from exc
+    tune_host_allocator()
     name = DEVICES[device]
     spec = "array-api-strict" if name == "CPU_DEVICE" else f"array-api-strict:{name}"
     return StrictBackend(xp, xp.Device(name), spec)

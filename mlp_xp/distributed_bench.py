@@ -10,8 +10,10 @@ synthetic data (``--samples`` samples, float32, SGD), timed on rank 0 from a bar
 Reported per count ``k``: samples/s of the whole run, scaling efficiency (``k``-process
 samples/s ÷ ``k`` × one-process samples/s, median of per-round ratios), the share of the epoch
 spent inside the gradient Allreduce (mean over ranks; this includes waiting for the slowest
-rank), and the share an Allreduce of the gradient buffer takes alone (timed after a barrier,
-times the steps per epoch): the communication itself.
+rank), the share an Allreduce of the gradient buffer takes alone (timed after a barrier,
+times the steps per epoch): the communication itself, and the CPU time each process got per
+second of the epoch (mean over ranks; below 1 when other jobs share the cores, which caps the
+efficiency on a busy machine).
 """
 
 from __future__ import annotations
@@ -74,23 +76,26 @@ class ScalingCase:
     def name(self) -> str:
         return "-".join(map(str, (FEATURES, *self.hidden, CLASSES))) + f" B{self.batch}"
 
-    def measure(self, k: int) -> tuple[float, float, float] | None:
+    def measure(self, k: int) -> tuple[float, float, float, float] | None:
         """One epoch on ``k`` processes: (seconds on rank 0, share of it inside the Allreduce
-        averaged over the ``k`` ranks, share an Allreduce alone would take); None on the ranks
-        that wait. Collective over the whole launch."""
+        and CPU seconds per second, both averaged over the ``k`` ranks, share an Allreduce
+        alone would take); None on the ranks that wait. Collective over the whole launch."""
         self.comm.barrier(idle=True)
         result = None
         if k in self.runs:
             part, model, optimizer, loader = self.runs[k]
             part.barrier()
             in_reduce = part.allreduce_seconds
+            cpu = time.process_time()
             started = time.perf_counter()
             epoch = self.epochs[k]
             fit(model, self.loss, optimizer, loader, epochs=epoch + 1, start_epoch=epoch, progress=False, log=None)
             seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu
             self.epochs[k] = epoch + 1
-            share = part.sum_floats([(part.allreduce_seconds - in_reduce) / seconds])[0] / k
-            result = (seconds, share, self._reduce_alone(part, model) * len(loader) / seconds)
+            reduce_share, cpu_share = part.sum_floats([(part.allreduce_seconds - in_reduce) / seconds, cpu / seconds])
+            alone = self._reduce_alone(part, model) * len(loader) / seconds
+            result = (seconds, reduce_share / k, alone, cpu_share / k)
         self.comm.barrier(idle=True)
         return result
 
@@ -133,7 +138,7 @@ def run_scaling_bench(args: argparse.Namespace, comm: Communicator) -> int:
             say(f"... {case.name}", file=sys.stderr, flush=True)
             for k in case.counts:  # warm-up epoch per count
                 case.measure(k)
-            rounds: list[dict[int, tuple[float, float, float]]] = []
+            rounds: list[dict[int, tuple[float, float, float, float]]] = []
             for round_ in range(args.rounds):
                 shift = round_ % len(case.counts)
                 order = case.counts[shift:] + case.counts[:shift]
@@ -156,7 +161,7 @@ def run_scaling_bench(args: argparse.Namespace, comm: Communicator) -> int:
     return 0
 
 
-def _record(case: ScalingCase, rounds: list[dict[int, tuple[float, float, float]]], samples: int) -> dict[str, Any]:
+def _record(case: ScalingCase, rounds: list[dict[int, tuple[float, ...]]], samples: int) -> dict[str, Any]:
     """Medians over rounds for each count (rank 0 belongs to every count)."""
     rows = []
     for k in case.counts:
@@ -169,6 +174,8 @@ def _record(case: ScalingCase, rounds: list[dict[int, tuple[float, float, float]
                 "efficiency": statistics.median(r[1][0] / (k * r[k][0]) for r in rounds),
                 "allreduce_share": statistics.median(r[k][1] for r in rounds),
                 "allreduce_alone_share": statistics.median(r[k][2] for r in rounds),
+                "cpu_per_process": statistics.median(r[k][3] for r in rounds),
+                "round_seconds": seconds,
             }
         )
     return {"case": case.name, "rows": rows}
@@ -176,13 +183,13 @@ def _record(case: ScalingCase, rounds: list[dict[int, tuple[float, float, float]
 
 def format_scaling(records: list[dict[str, Any]]) -> str:
     """The table of ``run_scaling_bench``."""
-    lines = ["case                      processes  samples/s  efficiency  in Allreduce  Allreduce alone"]
+    lines = ["case                      processes  samples/s  efficiency  in Allreduce  Allreduce alone  CPU/process"]
     for record in records:
         for row in record["rows"]:
             lines.append(
                 f"{record['case']:<26}{row['processes']:>9}  {row['samples_per_s'] / 1000:>8.1f}k"
                 f"  {100 * row['efficiency']:>9.1f} %  {100 * row['allreduce_share']:>10.1f} %"
-                f"  {100 * row['allreduce_alone_share']:>13.1f} %"
+                f"  {100 * row['allreduce_alone_share']:>13.1f} %  {row['cpu_per_process']:>11.2f}"
             )
     return "\n".join(lines)
 

@@ -7,6 +7,9 @@ of both ranks. ``train_case(name, Communicator())`` is the one-process reference
 the communicator's collectives on every available backend (in place on host memory, staged
 through the host for JAX) and writes what they returned to ``OUT_DIR/collectives.npz``.
 
+Ranks other than 0 initialise from another seed (except with dropout, whose seeds come from
+the initialisation): ``fit`` must start every rank from rank 0's weights.
+
 The data set has 229 samples and the global batch is 64: 3 full batches and a last one of 37,
 split 18 / 19 across two processes (an uneven last batch in every epoch).
 """
@@ -80,7 +83,7 @@ def train_case(name: str, comm: Communicator) -> dict[str, np.ndarray]:
     spec, dtype, which, batchnorm, sync, dropout = CASES[name]
     backend = mlp_xp.get_backend(spec)
     model = mlp_xp.make_mlp(FEATURES, [16, 8], CLASSES, batchnorm=batchnorm, dropout=dropout, init="xavier")
-    model.init(backend, seed=3, dtype=dtype)
+    model.init(backend, seed=3 + (0 if dropout else 100 * comm.rank), dtype=dtype)
     per_rank_dropout(model, comm)
     if sync:
         synchronise_batchnorm(model, comm)

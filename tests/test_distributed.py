@@ -188,7 +188,8 @@ def test_an_exception_on_one_rank_ends_every_rank_with_its_message(mpiexec, tmp_
         "    cli.fit = broken\n"
         f"sys.exit(cli.main(['train', *{SMALL_RUN!r}, '--epochs', '50']))\n"
     )
-    code, out, err = _run(mpiexec, str(script), cwd=tmp_path)  # rank 0 waits in fit: only an abort ends it
+    proc = _start(mpiexec, str(script), cwd=tmp_path)
+    code, out, err = _finish(proc, timeout=60)  # rank 0 waits in fit: only an abort ends it
     assert code != 0
     assert "rank 1 of 2 failed" in err and "RuntimeError: planted failure on rank 1" in err
     assert "done:" not in out
@@ -289,6 +290,30 @@ def test_a_batch_smaller_than_the_number_of_processes_is_refused(numpy_backend):
     with pytest.raises(ValueError, match="a batch of 1 samples .* cannot be split across 2 processes"):
         mlp_xp.DeviceLoader(x, y, numpy_backend, batch_size=10, comm=_Rank(0, 2))
     assert len(mlp_xp.DeviceLoader(x, y, numpy_backend, batch_size=10, drop_last=True, comm=_Rank(1, 2))) == 2
+
+
+class _PartnerInterrupted(_Rank):
+    """Rank 0 of 2 with trivial collectives, whose partner asks to stop at its ``at``-th step."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(0, 2)
+        self.at, self.asked = at, 0
+
+    def any(self, flag: bool) -> bool:
+        self.asked += 1
+        return flag or self.asked >= self.at
+
+
+def test_a_ctrl_c_on_another_process_stops_this_one_at_the_same_step(numpy_backend):
+    model = mlp_xp.make_mlp(2, [4], 2).init(numpy_backend)
+    x, y = np.zeros((80, 2), dtype=np.float32), np.zeros(80, dtype=np.int64)
+    loader = mlp_xp.DeviceLoader(x, y, numpy_backend, batch_size=4, comm=_PartnerInterrupted(at=3))
+    lines = []
+    history = mlp_xp.fit(
+        model, mlp_xp.SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=2, progress=False, log=lines.append
+    )
+    assert history.interrupted and not history.epochs
+    assert lines == ["interrupted in epoch 1/2 after 3 of 20 steps"]
 
 
 def test_compiled_training_is_refused_across_processes(numpy_backend):

@@ -13,7 +13,9 @@ spent inside the gradient Allreduce (mean over ranks; this includes waiting for 
 rank), the share an Allreduce of the gradient buffer takes alone (timed after a barrier,
 times the steps per epoch): the communication itself, and the CPU time each process got per
 second of the epoch (mean over ranks; below 1 when other jobs share the cores, which caps the
-efficiency on a busy machine).
+efficiency on a busy machine). ``per CPU-s`` is the efficiency of samples per CPU-second
+consumed (MPI's busy waiting counts as consumed): the parallel overhead, whatever share of the
+cores the machine's other jobs left to the run.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ def _record(case: ScalingCase, rounds: list[dict[int, tuple[float, ...]]], sampl
                 "seconds": statistics.median(seconds),
                 "samples_per_s": samples / statistics.median(seconds),
                 "efficiency": statistics.median(r[1][0] / (k * r[k][0]) for r in rounds),
+                "cpu_efficiency": statistics.median(r[1][0] * r[1][3] / (k * r[k][0] * r[k][3]) for r in rounds),
                 "allreduce_share": statistics.median(r[k][1] for r in rounds),
                 "allreduce_alone_share": statistics.median(r[k][2] for r in rounds),
                 "cpu_per_process": statistics.median(r[k][3] for r in rounds),
@@ -182,16 +185,37 @@ def _record(case: ScalingCase, rounds: list[dict[int, tuple[float, ...]]], sampl
 
 
 def format_scaling(records: list[dict[str, Any]]) -> str:
-    """The table of ``run_scaling_bench``."""
-    lines = ["case                      processes  samples/s  efficiency  in Allreduce  Allreduce alone  CPU/process"]
+    """The table of ``run_scaling_bench``: one row per case and number of processes."""
+    header = (
+        "case",
+        "processes",
+        "samples/s",
+        "efficiency",
+        "per CPU-s",
+        "in Allreduce",
+        "Allreduce alone",
+        "CPU/process",
+    )
+    rows = [header]
     for record in records:
         for row in record["rows"]:
-            lines.append(
-                f"{record['case']:<26}{row['processes']:>9}  {row['samples_per_s'] / 1000:>8.1f}k"
-                f"  {100 * row['efficiency']:>9.1f} %  {100 * row['allreduce_share']:>10.1f} %"
-                f"  {100 * row['allreduce_alone_share']:>13.1f} %  {row['cpu_per_process']:>11.2f}"
+            rows.append(
+                (
+                    record["case"],
+                    str(row["processes"]),
+                    f"{row['samples_per_s'] / 1000:.1f}k",
+                    f"{100 * row['efficiency']:.1f} %",
+                    f"{100 * row['cpu_efficiency']:.1f} %",
+                    f"{100 * row['allreduce_share']:.1f} %",
+                    f"{100 * row['allreduce_alone_share']:.1f} %",
+                    f"{row['cpu_per_process']:.2f}",
+                )
             )
-    return "\n".join(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
 
 
 def _blas_threads() -> int | None:

@@ -13,7 +13,7 @@ of ``N`` samples (the same permutation on every rank), scales its loss gradient 
 and the gradients are summed across ranks as ONE flat buffer (``model.flat.grads()``) by an
 Allreduce before the optimizer update: the gradient of the global batch's mean loss, also for
 uneven last batches. Rank 0's parameters, buffers and optimizer state are broadcast when
-``fit`` starts (a new run or a resumed one).
+``fit`` starts (a new run or a resumed one), and rank 0's buffers after every epoch.
 
 Arrays cross MPI through host memory. Where a backend keeps its arrays in host memory and
 exports them writable through DLPack (NumPy, torch on the CPU, array-api-strict) the
@@ -47,8 +47,10 @@ __all__ = [
     "rank_device",
     "rank_backend",
     "broadcast_state",
+    "broadcast_buffers",
     "per_rank_dropout",
     "synchronise_batchnorm",
+    "report_failure",
 ]
 
 LAUNCHER_VARIABLES = (
@@ -60,6 +62,7 @@ LAUNCHER_VARIABLES = (
 """Environment variables that MPI launchers set in the processes they start."""
 
 ABORT_GRACE_SECONDS = 1.0
+"""How long a failing rank waits before ending the others (``Communicator.abort_others``)."""
 
 CUDA_SPECS = {"cuda": "cuda", "cupy": "cupy", "torch:cuda": "torch:cuda", "jax:cuda": "jax:cuda"}
 """Device specs that name a GPU without an index: each rank gets its local rank as the index."""

@@ -7,6 +7,8 @@ array-api-strict; ``get_backend`` picks the library and device.
 from .backends import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .data import Dataset, DatasetNotFoundError, DeviceLoader, disc, load_dataset, synthetic, train_val_split
+from .export import export_onnx, from_torch, to_torch
+from .interop import predict
 from .layers import BatchNorm, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .mlp import make_mlp
@@ -57,4 +59,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "restore",
+    "predict",
+    "to_torch",
+    "from_torch",
+    "export_onnx",
 ]

@@ -171,6 +171,8 @@ class PackageEpoch:
             progress=False,
             log=None,
         )
+        if history.interrupted:  # fit took the Ctrl-C: stop the benchmark, not just this epoch
+            raise KeyboardInterrupt
         self.backend.synchronize()
         self.last_loss = history.last["train_loss"]
 

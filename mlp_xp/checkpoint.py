@@ -1,35 +1,79 @@
-"""Checkpoints: ``.npz`` files read with ``allow_pickle=False`` and written atomically.
+"""Checkpoints as safetensors files: named tensors and a header of strings; loading runs no code.
 
-A checkpoint holds the model's parameters and buffers (``model/<layer>.<key>``), the
-optimizer state (``optimizer/<state>/<layer>.<key>``) and a JSON document (``meta``): format
-version, completed epochs, the run config, the model config and layer list, optimizer
-steps and learning rate, and the history so far. Arrays are stored on the host as NumPy.
+Tensors (host copies in the model's dtype): ``model/<layer>.<key>`` for parameters and buffers,
+``optimizer/<state>/<layer>.<key>`` for the optimizer state. Header metadata, all strings:
+``format`` (``mlp_xp.checkpoint/2``), ``dtype``, and JSON for ``epoch``, ``partial`` (saved inside
+an epoch), ``layers`` (the layer list a model must match), ``config`` (the run's settings),
+``model_config`` (``make_mlp``'s arguments), ``history`` (per-epoch records) and ``optimizer``
+(type, steps, learning rate). Any safetensors reader shows them, e.g.
+``safetensors.safe_open(path, framework="np").metadata()``.
+
+Reading checks the safetensors header against the file's size before safetensors opens the file,
+so a bad file of any kind (truncated, a pickle, a wrong header length, offsets that do not fit a
+tensor's shape, tensors of the wrong shape) raises one ``FileFormatError`` naming the file and the
+fault. Format-1 checkpoints (``.npz`` with a JSON ``meta`` entry) still load, read-only, with a
+``LegacyCheckpointWarning``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import struct
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
 
+from .errors import FileFormatError
+from .files import write_atomically
 from .model import Sequential
 from .optim import Optimizer
 
-FORMAT = "mlp_xp.checkpoint/1"
+FORMAT = "mlp_xp.checkpoint/2"
+NPZ_FORMAT = "mlp_xp.checkpoint/1"
+MAX_HEADER_BYTES = 100 * 2**20
+"""safetensors' own limit on the JSON header."""
+SAFETENSORS_DTYPES = {
+    "BOOL": np.dtype(np.bool_),
+    "U8": np.dtype(np.uint8),
+    "I8": np.dtype(np.int8),
+    "U16": np.dtype(np.uint16),
+    "I16": np.dtype(np.int16),
+    "F16": np.dtype(np.float16),
+    "U32": np.dtype(np.uint32),
+    "I32": np.dtype(np.int32),
+    "F32": np.dtype(np.float32),
+    "U64": np.dtype(np.uint64),
+    "I64": np.dtype(np.int64),
+    "F64": np.dtype(np.float64),
+}
+"""safetensors dtype codes that NumPy reads, with their NumPy dtypes."""
+_JSON_FIELDS = ("epoch", "partial", "layers", "config", "model_config", "history", "optimizer")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+class LegacyCheckpointWarning(UserWarning):
+    """A format-1 ``.npz`` checkpoint was read; saving again writes safetensors."""
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: ``meta`` (dict), host arrays for the model and optimizer."""
+    """A loaded checkpoint: ``meta`` (dict), host arrays for the model and the optimizer, and the
+    ``path`` it came from (named in errors)."""
 
     meta: dict[str, Any]
     model: dict[str, np.ndarray]
     optimizer: dict[str, np.ndarray]
+    path: str = "<checkpoint>"
 
 
 def layer_list(model: Sequential) -> list[str]:
@@ -48,62 +92,51 @@ def save_checkpoint(
     history: list[dict[str, Any]] | None = None,
     partial: bool = False,
 ) -> Path:
-    """Write ``model`` (and ``optimizer``) after ``epoch`` completed epochs to ``path``
-    atomically: a temporary file in the same directory, then a rename. ``partial`` marks a
-    save from inside an epoch (Ctrl-C)."""
+    """Write ``model`` (and ``optimizer``) after ``epoch`` completed epochs to ``path`` as a
+    safetensors file, atomically (a temporary file in the same directory, then a rename).
+    ``partial`` marks a save from inside an epoch (Ctrl-C)."""
     backend = model.backend
-    arrays = {f"model/{k}": backend.to_numpy(v) for k, v in model.state().items()}
+    tensors = {f"model/{k}": backend.to_numpy(v) for k, v in model.state().items()}
     meta: dict[str, Any] = {
-        "format": FORMAT,
         "epoch": epoch,
         "partial": partial,
-        "dtype": model.dtype,
         "layers": layer_list(model),
         "config": config or {},
         "model_config": model_config,
         "history": history or [],
     }
     if optimizer is not None:
-        arrays.update({f"optimizer/{k}": backend.to_numpy(v) for k, v in optimizer.state_arrays().items()})
+        tensors.update({f"optimizer/{k}": backend.to_numpy(v) for k, v in optimizer.state_arrays().items()})
         meta["optimizer"] = {"type": type(optimizer).__name__, "steps": optimizer.steps, "lr": optimizer.lr}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    header = {"format": FORMAT, "dtype": model.dtype, **{k: json.dumps(v) for k, v in meta.items()}}
+    return write_atomically(path, safetensors.numpy.save(tensors, metadata=header))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint without executing code (``allow_pickle=False``)."""
+    """Read a checkpoint (safetensors, or a format-1 ``.npz`` with a warning) without executing
+    code. Raises ``FileNotFoundError`` when nothing is at ``path`` and ``FileFormatError`` for
+    a file that is not a valid checkpoint."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        with open(path, "rb") as f:
+            magic = f.read(8)
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path}.") from None
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable mlp_xp checkpoint: {exc}") from exc
-    if "meta" not in arrays:
-        raise ValueError(f"{path} is not an mlp_xp checkpoint (no 'meta' entry).")
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; this version reads {FORMAT!r}.")
-    model = {k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")}
-    optimizer = {k.removeprefix("optimizer/"): v for k, v in arrays.items() if k.startswith("optimizer/")}
-    return Checkpoint(meta, model, optimizer)
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot be read as a checkpoint ({exc.strerror or exc}).") from exc
+    if magic[:4] in _ZIP_MAGIC:
+        return _load_npz(path)
+    if magic[:2] in _PICKLE_PROTOCOLS:
+        raise FileFormatError(
+            f"{path} is a Python pickle, not an mlp_xp checkpoint: mlp_xp never unpickles (loading a pickle "
+            "can run arbitrary code). Checkpoints are safetensors files written by save_checkpoint."
+        )
+    return _load_safetensors(path)
 
 
 def restore(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer | None = None) -> None:
     """Load a checkpoint's arrays into an initialised ``model`` (and ``optimizer``) on the
-    model's backend. A different architecture raises ``ValueError`` saying what differs."""
+    model's backend. A different architecture raises ``ValueError`` saying what differs; tensors
+    that do not fit the architecture the checkpoint names raise ``FileFormatError``."""
     saved, mine = checkpoint.meta["layers"], layer_list(model)
     if saved != mine:
         diff = [
@@ -112,6 +145,7 @@ def restore(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer | No
         if len(saved) != len(mine):
             diff.append(f"checkpoint has {len(saved)} layers, model has {len(mine)}")
         raise ValueError("checkpoint does not match the model architecture: " + "; ".join(diff))
+    _check_fits(checkpoint, model)
     backend = model.backend
     model.load_state({k: backend.asarray(v, model.dtype) for k, v in checkpoint.model.items()})
     if optimizer is not None and checkpoint.optimizer:
@@ -121,4 +155,183 @@ def restore(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer | No
         optimizer.load_state_arrays(
             {k: backend.asarray(v, model.dtype) for k, v in checkpoint.optimizer.items()},
             checkpoint.meta["optimizer"]["steps"],
+        )
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _load_safetensors(path: str | os.PathLike) -> Checkpoint:
+    _check_safetensors_layout(path)
+    try:
+        with safe_open(path, framework="np") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as exc:  # anything the layout check above did not foresee
+        raise FileFormatError(f"{path}: not a readable safetensors file ({exc}).") from exc
+    fmt = metadata.get("format")
+    if fmt != FORMAT:
+        if fmt is None:
+            raise FileFormatError(f"{path} is a safetensors file but not an mlp_xp checkpoint (no 'format' metadata).")
+        raise FileFormatError(f"{path} has checkpoint format {fmt!r}; this version reads {FORMAT!r}.")
+    meta: dict[str, Any] = {"format": fmt, "dtype": metadata.get("dtype")}
+    for key in _JSON_FIELDS:
+        if key in metadata:
+            try:
+                meta[key] = json.loads(metadata[key])
+            except ValueError as exc:
+                raise FileFormatError(f"{path}: metadata {key!r} is not valid JSON ({exc}).") from exc
+    return _checkpoint(path, meta, tensors)
+
+
+def _check_safetensors_layout(path: str | os.PathLike) -> None:
+    """Validate the 8-byte header length, the JSON header and every tensor's byte span against
+    the file's size, so that safetensors is only ever given a consistent file."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise FileFormatError(
+                f"{path}: truncated or not a safetensors file: {size} bytes, fewer than the 8-byte header length."
+            )
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > min(size - 8, MAX_HEADER_BYTES):
+            raise FileFormatError(
+                f"{path}: header length field says {length} bytes but {size - 8} bytes follow (limit "
+                f"{MAX_HEADER_BYTES}): a truncated file, a wrong header length, or not a safetensors file."
+            )
+        raw = f.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FileFormatError(
+            f"{path}: the {length}-byte header is not JSON ({exc}): a wrong header length or not a safetensors file."
+        ) from exc
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{path}: the safetensors header is a JSON {type(header).__name__}, not an object.")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FileFormatError(f"{path}: safetensors __metadata__ must map names to strings.")
+    data_bytes = size - 8 - length
+    position = 0
+    for begin, end, name in sorted(_tensor_span(path, name, entry) for name, entry in header.items()):
+        if begin != position:
+            raise FileFormatError(
+                f"{path}: tensor {name!r} starts at data byte {begin}, expected {position} "
+                "(tensors are packed without gaps or overlaps)."
+            )
+        position = end
+    if position != data_bytes:
+        fault = "truncated file" if position > data_bytes else f"{data_bytes - position} trailing bytes"
+        raise FileFormatError(
+            f"{path}: the tensors take {position} data bytes but the file has {data_bytes} ({fault})."
+        )
+
+
+def _tensor_span(path: str | os.PathLike, name: str, entry: Any) -> tuple[int, int, str]:
+    """``(begin, end, name)`` of one header entry, after checking its dtype, shape and that the
+    byte span is exactly what the shape needs."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise FileFormatError(f"{path}: header entry {name!r} is not a tensor (dtype, shape, data_offsets).")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in SAFETENSORS_DTYPES:
+        raise FileFormatError(
+            f"{path}: tensor {name!r} has dtype {dtype!r}; readable: {', '.join(SAFETENSORS_DTYPES)}."
+        )
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise FileFormatError(f"{path}: tensor {name!r} has shape {shape!r}, not a list of non-negative integers.")
+    if (
+        not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets)))
+        or offsets[0] > offsets[1]
+    ):
+        raise FileFormatError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, not [begin, end].")
+    needed = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+    if offsets[1] - offsets[0] != needed:
+        raise FileFormatError(
+            f"{path}: tensor {name!r} of shape {tuple(shape)} and dtype {dtype} needs {needed} bytes, "
+            f"but its data_offsets {offsets} span {offsets[1] - offsets[0]}."
+        )
+    return offsets[0], offsets[1], name
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _load_npz(path: str | os.PathLike) -> Checkpoint:
+    """A format-1 checkpoint: ``.npz`` arrays plus a JSON ``meta`` entry (uint8 bytes)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode()) if "meta" in arrays else None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise FileFormatError(f"{path}: unreadable .npz checkpoint ({type(exc).__name__}: {exc}).") from exc
+    if meta is None:
+        raise FileFormatError(f"{path} is a zip/.npz archive without the 'meta' entry of an mlp_xp checkpoint.")
+    if not isinstance(meta, dict) or meta.get("format") != NPZ_FORMAT:
+        raise FileFormatError(f"{path}: its 'meta' entry is not an mlp_xp format-1 header ({str(meta):.80}).")
+    warnings.warn(
+        f"{path} is a format-1 .npz checkpoint: it loads read-only; save_checkpoint writes safetensors ({FORMAT}).",
+        LegacyCheckpointWarning,
+        stacklevel=3,
+    )
+    return _checkpoint(path, meta, arrays)
+
+
+def _checkpoint(path: str | os.PathLike, meta: dict[str, Any], tensors: dict[str, Any]) -> Checkpoint:
+    """Check the metadata fields and the tensors' names, dtypes and mutual shapes; split the
+    tensors into model and optimizer state."""
+    missing = [key for key in ("epoch", "dtype", "layers") if key not in meta]
+    if missing:
+        raise FileFormatError(f"{path}: the checkpoint's metadata lacks {', '.join(missing)}.")
+    meta = {"partial": False, "config": {}, "model_config": None, "history": [], **meta}
+    expected = {
+        "epoch": int,
+        "partial": bool,
+        "dtype": str,
+        "layers": list,
+        "config": dict,
+        "model_config": (dict, type(None)),
+        "history": list,
+        "optimizer": dict,
+    }
+    for key, kind in expected.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise FileFormatError(f"{path}: metadata {key!r} has the wrong type: {meta[key]!r:.80}.")
+    if "optimizer" in meta and not isinstance(meta["optimizer"].get("steps"), int):
+        raise FileFormatError(f"{path}: metadata 'optimizer' has no integer 'steps'.")
+    groups: dict[str, dict[str, np.ndarray]] = {"model": {}, "optimizer": {}}
+    for name, array in tensors.items():
+        group, _, key = name.partition("/")
+        if group not in groups or not isinstance(array, np.ndarray):
+            raise FileFormatError(
+                f"{path}: unexpected entry {name!r} (a checkpoint holds model/ and optimizer/ arrays)."
+            )
+        if array.dtype.name != meta["dtype"]:
+            raise FileFormatError(
+                f"{path}: tensor {name!r} is {array.dtype.name}; the checkpoint's dtype is {meta['dtype']}."
+            )
+        groups[group][key] = array
+    model, optimizer = groups["model"], groups["optimizer"]
+    for key, array in optimizer.items():
+        param = model.get(key.partition("/")[2])
+        if param is None or param.shape != array.shape:
+            found = "no such model tensor" if param is None else f"the parameter has shape {param.shape}"
+            raise FileFormatError(f"{path}: optimizer state {key!r} of shape {array.shape} does not fit ({found}).")
+    return Checkpoint(meta, model, optimizer, str(path))
+
+
+def _check_fits(checkpoint: Checkpoint, model: Sequential) -> None:
+    """The checkpoint's tensors are exactly the model's state, shape for shape."""
+    mine = {k: tuple(v.shape) for k, v in model.state().items()}
+    saved = {k: tuple(v.shape) for k, v in checkpoint.model.items()}
+    problems = [f"missing tensor {k}" for k in mine if k not in saved]
+    problems += [f"unexpected tensor {k}" for k in saved if k not in mine]
+    problems += [
+        f"{k} has shape {saved[k]}, the model needs {shape}"
+        for k, shape in mine.items()
+        if saved.get(k, shape) != shape
+    ]
+    if problems:
+        raise FileFormatError(
+            f"{checkpoint.path}: tensors do not fit the layers it names: " + "; ".join(problems) + "."
         )

@@ -1,13 +1,19 @@
-"""The ``mlp-xp`` command: train, eval, predict, info, bench."""
+"""The ``mlp-xp`` command: train, eval, predict, info, bench.
+
+Exit codes: 0 done; 1 the run failed (training diverged, an output could not be written);
+2 a usage or input error (a bad argument, an unreadable file, a missing dataset or device);
+130 interrupted (Ctrl-C). Every error is one line on stderr, ``mlp-xp <command>: error: ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,14 @@ import numpy as np
 
 from . import __version__
 from .backends import Backend, BackendUnavailableError, available_backends, get_backend
-from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, restore, save_checkpoint
+from .cli_checks import (
+    check_arguments,
+    check_epochs_against_checkpoint,
+    check_features_against_model,
+    check_predict_range,
+    check_val_split,
+)
 from .data import DatasetNotFoundError, DeviceLoader, load_dataset, load_idx_dir, synthetic, train_val_split
 from .distributed import (
     Communicator,
@@ -30,9 +43,23 @@ from .distributed import (
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
 from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
-from .train import TrainingDiverged, evaluate, fit
+from .train import TrainingDiverged, evaluate, fit, train_step
 
 DATASETS = ("fashion-mnist", "mnist", "synthetic", "idx")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PREDICT_GRID_MAX = 64
+"""Most images ``predict`` draws (the first ones); every prediction is still printed."""
+
+
+class RunFailed(RuntimeError):
+    """The run could not write one of its outputs (a full disk, an I/O error): exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -48,14 +75,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--synthetic-size", type=int, default=12000, help="training samples of --dataset synthetic")
     p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda, cuda:N, torch, torch:cuda, array-api-strict[:device1]"
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:N, torch, torch:cuda, jax, jax:cuda, array-api-strict[:device1]",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mlp-xp", description="Train multilayer perceptrons on any Array API library."
-    )
+    parser = _Parser(prog="mlp-xp", description="Train multilayer perceptrons on any Array API library.")
     parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -101,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics-json", metavar="PATH", help="write config and per-epoch metrics as JSON")
     t.add_argument("--plot", metavar="PATH.png", help="write loss/accuracy curves")
     t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines; only the result")
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="trace the training step once and run it compiled (jax: a whole epoch as one XLA program; torch: "
+        "torch.compile); jax, jax:cuda, torch and torch:cuda only",
+    )
+    t.add_argument(
+        "--no-divergence-check",
+        action="store_true",
+        help="train on when the loss grows beyond 100x max(first epoch's loss, ln(classes)) (NaN/inf still stop)",
+    )
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a test set")
     e.add_argument("--load", required=True, metavar="PATH")
@@ -114,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="index of the first test image")
     p.add_argument("--out", default="predictions.png", help="PNG grid of images with predicted/true names")
 
+    x = sub.add_parser("export", help="write a checkpoint's model as ONNX or as a torch state_dict (safetensors)")
+    x.add_argument("--load", required=True, metavar="CKPT")
+    x.add_argument("--format", choices=("onnx", "torch"), required=True)
+    x.add_argument("-o", "--out", required=True, metavar="PATH")
+    x.add_argument("--class-names", nargs="+", metavar="NAME", help="ONNX metadata (default: the dataset's)")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    x.set_defaults(device="cpu")
+
     sub.add_parser("info", help="backends, devices, versions, BLAS threads and datasets found")
 
     from .bench import add_bench_arguments
@@ -123,28 +169,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. Under an MPI launcher, a failure on any process ends every process
-    (its message printed by the process that failed), so that none waits forever."""
+    """Run the command of ``argv``; returns the exit code (see the module docstring). Under an MPI
+    launcher, a failure on any process ends every process (its message printed by the process
+    that failed), so that none waits forever."""
     args = build_parser().parse_args(argv)
     comm = Communicator()
     try:
         comm = world()
+        check_arguments(args)
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"mlp-xp {args.command}: interrupted", file=sys.stderr)
+        comm.abort_others(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except (TrainingDiverged, RunFailed) as exc:
+        return _error(args, comm, exc, EXIT_FAILED)
     except (
         BackendUnavailableError,
         DatasetNotFoundError,
         DistributedUnavailableError,
-        TrainingDiverged,
+        ImportError,
         ValueError,
-        FileNotFoundError,
+        OSError,
     ) as exc:
-        where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
-        print(f"mlp-xp {args.command}: error{where}: {exc}", file=sys.stderr)
-        comm.abort_others(2)
-        return 2
-    except BaseException:
+        return _error(args, comm, exc, EXIT_USAGE)
+    except Exception:
         report_failure(comm)
         raise
+
+
+def _error(args: argparse.Namespace, comm: Communicator, exc: BaseException, code: int) -> int:
+    """Print the one-line error (naming the process under MPI) and end every process of the run."""
+    where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
+    print(f"mlp-xp {args.command}: error{where}: {exc}", file=sys.stderr)
+    comm.abort_others(code)
+    return code
+
+
+@contextlib.contextmanager
+def _writing(what: str, path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into ``RunFailed`` (all writes are atomic, so the
+    file there before is untouched)."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunFailed(
+            f"could not write {what} {path}: {exc.strerror or exc}; the file there before, if any, is unchanged"
+        ) from exc
 
 
 # -- train ----------------------------------------------------------------------------------
@@ -154,8 +225,6 @@ def _load_data(args: argparse.Namespace, seed: int):
     if args.dataset == "synthetic":
         return synthetic(args.synthetic_size, seed=seed, n_test=max(1, args.synthetic_size // 6))
     if args.dataset == "idx":
-        if not args.data_dir:
-            raise ValueError("--dataset idx reads your own IDX files: give their directory with --data-dir.")
         return load_idx_dir(args.data_dir)
     return load_dataset(args.dataset, args.data_dir)
 
@@ -192,16 +261,17 @@ class _EpochWriter:
             write_json(self.args.metrics_json, {"config": self.config, "epochs": self.records})
 
     def save(self, model, epoch: int, partial: bool) -> None:
-        save_checkpoint(
-            self.args.save,
-            model,
-            self.optimizer,
-            epoch=epoch,
-            config=self.config,
-            model_config=self.model_config,
-            history=self.records,
-            partial=partial,
-        )
+        with _writing("the checkpoint", self.args.save):
+            save_checkpoint(
+                self.args.save,
+                model,
+                self.optimizer,
+                epoch=epoch,
+                config=self.config,
+                model_config=self.model_config,
+                history=self.records,
+                partial=partial,
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -210,7 +280,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         args = argparse.Namespace(**{**vars(args), "quiet": True, "save": None, "metrics_json": None, "plot": None})
     log = (lambda line: None) if args.quiet else print
     backend = rank_backend(args.device, comm)
+    if args.compile and not backend.compiles:
+        backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        check_epochs_against_checkpoint(args.epochs, checkpoint.meta["epoch"], args.resume)
     data = _load_data(args, args.seed)
+    if args.val_split:
+        check_val_split(args.val_split, len(data.x_train))
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
     config = {k: v for k, v in vars(args).items() if k != "command"}
@@ -232,8 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         synchronise_batchnorm(model, comm)
     optimizer = _make_optimizer(args, model)
     start_epoch, history_before = 0, []
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
+    if checkpoint is not None:
         restore(checkpoint, model, optimizer)
         start_epoch, history_before = checkpoint.meta["epoch"], checkpoint.meta["history"]
         log(f"resumed {args.resume} after epoch {start_epoch}")
@@ -279,6 +355,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         start_epoch=start_epoch,
         log=log,
+        divergence_check=not args.no_divergence_check,
+        compile=args.compile,
     )
     elapsed = time.perf_counter() - started
     if history.interrupted and args.save:
@@ -302,12 +380,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.plot and records:
         from .plotting import plot_history
 
-        plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
+        with _writing("the plot", args.plot):
+            plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
     if records and comm.is_root:
         acc = final["acc"] if final else records[-1]["test_acc"]
         ran = len(history.epochs)
         print(f"done: {ran} epoch{'s' * (ran != 1)} in {elapsed:.1f} s; test accuracy {acc:.4f}")
-    return 130 if history.interrupted else 0
+    return EXIT_INTERRUPTED if history.interrupted else EXIT_OK
 
 
 def _held_out_loader(
@@ -328,18 +407,22 @@ def _held_out_loader(
 
 
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (temp file + rename); ``RunFailed`` when that is impossible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, path)
+    with _writing("the metrics JSON", path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(document, indent=1))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 # -- eval / predict -------------------------------------------------------------------------
 
 
-def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Any]:
+def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
     checkpoint = load_checkpoint(args.load)
     model_config = checkpoint.meta.get("model_config")
     if not model_config:
@@ -350,21 +433,29 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Any]:
     return model.eval(), backend, checkpoint
 
 
+def _load_test_data(args: argparse.Namespace, checkpoint: Checkpoint):
+    """The dataset of ``args``, checked to fit the checkpoint's model."""
+    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    check_features_against_model(args.load, checkpoint.meta["model_config"]["in_features"], data.name, data.n_features)
+    return data
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     model, backend, checkpoint = _load_model(args)
-    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    data = _load_test_data(args, checkpoint)
     loader = _held_out_loader(data.x_test, data.y_test, backend, model.dtype, data, batch_size=args.batch_size)
     scores = evaluate(model, SoftmaxCrossEntropy(check_labels=False), loader)
     print(
         f"{data.name} test: loss {scores['loss']:.4f}  accuracy {scores['acc']:.4f}  ({loader.n} samples, "
         f"checkpoint epoch {checkpoint.meta['epoch']})"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     model, backend, checkpoint = _load_model(args)
-    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    data = _load_test_data(args, checkpoint)
+    check_predict_range(args.start, args.count, len(data.x_test))
     images = data.x_test[args.start : args.start + args.count]
     truth = data.y_test[args.start : args.start + args.count]
     x = backend.asarray(images.astype(np.float32) * np.float32(data.scale), model.dtype)
@@ -376,7 +467,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if images.shape[1] == 784:
         from .plotting import plot_predictions
 
-        print(f"wrote {plot_predictions(images, predicted, truth.tolist(), names, args.out)}")
+        drawn = min(len(images), PREDICT_GRID_MAX)
+        with _writing("the prediction grid", args.out):
+            plot_predictions(images[:drawn], predicted[:drawn], truth[:drawn].tolist(), names, args.out)
+        print(f"wrote {args.out}" + (f" (the first {drawn} of {len(images)} images)" if drawn < len(images) else ""))
+    return EXIT_OK
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .data.datasets import SOURCES
+    from .export import export_onnx, save_torch_state, torch_source
+
+    model, _, checkpoint = _load_model(args)
+    try:
+        if args.format == "torch":
+            save_torch_state(model, args.out, batches_tracked=checkpoint.meta.get("optimizer", {}).get("steps", 0))
+            print(f"wrote {args.out} (torch state_dict, safetensors); load it with:\n\n{torch_source(model, args.out)}")
+            return 0
+        dataset = SOURCES.get(checkpoint.meta["config"].get("dataset"))
+        outputs = checkpoint.meta["model_config"]["out_features"]
+        names = args.class_names or (list(dataset.class_names) if dataset else [str(c) for c in range(outputs)])
+        nodes = export_onnx(model, args.out, class_names=names, opset=args.opset).graph.node
+    except ImportError as exc:  # onnx (an extra) is missing
+        print(f"mlp-xp export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} (ONNX opset {args.opset}, {len(nodes)} nodes: {' -> '.join(n.op_type for n in nodes)})")
+    print(f"class names: {', '.join(names)}")
     return 0
 
 
@@ -419,7 +538,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench_command(args)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "bench": cmd_bench}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "export": cmd_export,
+    "info": cmd_info,
+    "bench": cmd_bench,
+}
 
 
 if __name__ == "__main__":

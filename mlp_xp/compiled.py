@@ -58,9 +58,8 @@ class CompiledSteps:
         return state
 
     def _write(self, state: State) -> None:
-        """Bind ``state`` to the objects (parameters through ``FlatParameters.install``)."""
+        """Bind ``state`` to the objects, all but the parameters (``FlatParameters`` binds those)."""
         optimizer = self.optimizer
-        self.model.flat.install(state["params"])
         for layer, buffers in zip(self.model.layers, state["buffers"]):
             layer.buffers.update(buffers)
         optimizer.state = dict(state["optim"])
@@ -72,7 +71,9 @@ class CompiledSteps:
 
     def _device_state(self) -> State:
         """The objects' state with the learning rate and step count as device scalars in the
-        parameters' dtype (uploaded only when their host values change)."""
+        parameters' dtype (uploaded only when their host values change). The optimizer is
+        prepared here, outside any trace (its weight decay may have changed since)."""
+        self.optimizer.prepare()
         state = self._read()
         for name in ("lr", "steps"):
             host = state[name]
@@ -83,14 +84,13 @@ class CompiledSteps:
         return state
 
     def _scalar(self, value: float) -> Array:
-        import numpy as np  # host values only: the scalar is uploaded through the backend
-
-        return self.backend.asarray(np.asarray(value), self.model.flat.data.dtype)
+        return self.backend.asarray(value, self.model.flat.data.dtype)
 
     def _accept(self, state: State, steps: int) -> None:
         """Bind a call's concrete output state; the host keeps counting steps itself."""
         host_lr, host_steps = self.optimizer.lr, self.optimizer.steps + steps
         self._scalars["steps"] = (host_steps, state["steps"])
+        self.model.flat.install(state["params"])
         self._write(state)
         self.optimizer.lr, self.optimizer.steps = host_lr, host_steps
 
@@ -99,13 +99,18 @@ class CompiledSteps:
     def _pure_step(self, state: State, x: Array, y: Array) -> tuple[State, Array, Array | None]:
         from .train import train_step
 
-        outside = self._read()
+        outside, parameters = self._read(), self.model.flat.snapshot()
+        grads = [dict(layer.grads) for layer in self.model.layers]
+        self.model.flat.install(state["params"])
         self._write(state)
         try:
             value, correct = train_step(self.model, self.loss, self.optimizer, x, y)
             return self._read(), value, correct
-        finally:
+        finally:  # the objects get back what they held, as they held it: no tracer stays on them
             self._write(outside)
+            self.model.flat.restore(parameters)
+            for layer, held in zip(self.model.layers, grads):
+                layer.grads = held
 
     def _pure_scan(self, state: State, data: tuple[Array, Array], index: Array) -> tuple[State, Any]:
         loader = self.loader

@@ -56,7 +56,9 @@ class Optimizer:
         self.schedule = schedule
         self.steps = 0
         self.state: dict[str, Array] = {}
-        self._decay: Array | float = weight_decay  # a flat mask × λ once prepared (unless decay_all)
+        self._decay: Array | float = weight_decay  # the flat mask × λ once prepared (unless decay_all)
+        self._decay_for: float | None = None  # the λ that _decay was made for
+        self._mask: Array | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Set the learning rate for a 0-based epoch from the schedule."""
@@ -74,8 +76,12 @@ class Optimizer:
         if not self.state:
             xp = namespace(flat.data)
             self.state = {name: xp.zeros_like(flat.data) for name in self.state_names}
-        if self.weight_decay and not self.decay_all and isinstance(self._decay, float):
-            self._decay = flat.decay_mask() * self.weight_decay
+        if self.decay_all:
+            self._decay = self.weight_decay
+        elif self.weight_decay and self._decay_for != self.weight_decay:  # λ may change between steps
+            if self._mask is None:
+                self._mask = flat.decay_mask()
+            self._decay, self._decay_for = self._mask * self.weight_decay, self.weight_decay
 
     def step(self) -> None:
         """Update the parameters from the gradients the last ``model.backward`` stored."""

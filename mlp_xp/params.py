@@ -108,6 +108,17 @@ class FlatParameters:
             self.data = data
             self._bind()
 
+    def snapshot(self) -> tuple[Array, list[Array]]:
+        """The buffer and the views the layers hold, to ``restore`` later as they are (no
+        array operation: inside a trace, even slicing a concrete array makes a tracer)."""
+        return self.data, list(self._views)
+
+    def restore(self, snapshot: tuple[Array, list[Array]]) -> None:
+        self.data, views = snapshot
+        self._views = list(views)
+        for slot, view in zip(self.slots, views):
+            slot.layer.params[slot.key] = view
+
     def _bind(self) -> None:
         self._views = []
         for slot, view in zip(self.slots, self.split(self.data).values()):

@@ -27,17 +27,19 @@ from .arrays import Array
 from .compiled import CompiledSteps
 from .data.loader import DeviceLoader
 from .distributed import Communicator, broadcast_buffers, broadcast_state
-from .losses import Loss
+from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
 
 __all__ = ["fit", "evaluate", "train_step", "History", "Callback", "TrainingDiverged"]
 
 REFRESH_SECONDS = 0.5
+DIVERGENCE_FACTOR = 100.0
+"""Training stops when an epoch's mean loss exceeds this many times its reference (``_check_divergence``)."""
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or grew far beyond its start (``fit``'s divergence rule)."""
 
 
 class Callback(Protocol):
@@ -131,6 +133,7 @@ def fit(
     start_epoch: int = 0,
     log: Callable[[str], None] | None = print,
     compile: bool = False,
+    divergence_check: bool = True,
 ) -> History:
     """Train for ``epochs`` epochs (continuing at 0-based ``start_epoch`` when resuming).
 
@@ -139,7 +142,10 @@ def fit(
     logged as ``<val_name>_loss`` / ``<val_name>_acc``), log one line, call the callbacks.
     Ctrl-C stops cleanly at the next step boundary (a second Ctrl-C aborts at once) and
     returns the history with ``interrupted`` set. A NaN/inf loss
-    raises ``TrainingDiverged`` naming the epoch, step and last finite loss.
+    raises ``TrainingDiverged`` naming the epoch, step and last finite loss; so does, with
+    ``divergence_check``, an epoch whose mean training loss exceeds ``DIVERGENCE_FACTOR`` (100)
+    times the larger of the first epoch's loss of this call (from the second epoch on) and the
+    chance-level loss ln(classes) of a classification loss (see ``_check_divergence``).
 
     ``compile=True`` traces the step once and runs it compiled (JAX: a whole epoch as one
     program; torch: ``torch.compile``); other backends raise ``CompileUnsupportedError``.
@@ -190,6 +196,8 @@ def fit(
             history.epochs.append(record)
             if log:
                 log(format_epoch(record, epochs))
+            if divergence_check:
+                _check_divergence(history, loss, model)
             if any([bool(cb.on_epoch_end(epoch, record, model)) for cb in callbacks]):
                 break
     return history
@@ -345,3 +353,31 @@ class _InterruptFlag:
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_divergence(history: History, loss: Loss, model: Sequential) -> None:
+    """Raise ``TrainingDiverged`` when the last epoch's mean training loss exceeds
+    ``DIVERGENCE_FACTOR`` times its reference: the larger of the first epoch's loss in
+    ``history`` (from the second epoch on) and the chance-level loss, ln(classes) for
+    ``SoftmaxCrossEntropy`` (classes: the model's output width) and ln 2 for
+    ``BinaryCrossEntropy``. Other losses have no chance level: their first epoch is not checked."""
+    references = {"the first epoch's loss": history.epochs[0]["train_loss"]} if len(history.epochs) > 1 else {}
+    if isinstance(loss, (SoftmaxCrossEntropy, BinaryCrossEntropy)):
+        classes = 2 if isinstance(loss, BinaryCrossEntropy) else max(2, _output_width(model))
+        references[f"ln({classes}), the loss of a uniform guess"] = math.log(classes)
+    if not references:
+        return
+    name, reference = max(references.items(), key=lambda item: item[1])
+    last = history.last
+    if last["train_loss"] > DIVERGENCE_FACTOR * reference:
+        raise TrainingDiverged(
+            f"training diverged: the loss rose to {last['train_loss']:.4g} in epoch {last['epoch']}, more than "
+            f"{DIVERGENCE_FACTOR:g} times {name} ({reference:.4g}), at learning rate {last['lr']:g}. "
+            "Lower the learning rate; divergence_check=False (--no-divergence-check) turns this check off."
+        )
+
+
+def _output_width(model: Sequential) -> int:
+    """The number of outputs of ``model``: the width of its last layer with a weight (2 without one)."""
+    widths = (int(layer.params["weight"].shape[-1]) for layer in reversed(model.layers) if "weight" in layer.params)
+    return next(widths, 2)

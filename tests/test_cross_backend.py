@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from array_api_compat import device as array_device
 from array_api_extra.testing import assert_close
+from conftest import require_module
 
 import mlp_xp
 from mlp_xp import SGD, Adam, AdamW, BatchNorm, Dropout, Linear, ReLU, Sequential, SoftmaxCrossEntropy
@@ -70,29 +71,29 @@ def numpy_reference(optimizer_name: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("optimizer_name", list(OPTIMIZERS))
-def test_training_step_matches_numpy(backend, optimizer_name):
-    model, results = train(backend, optimizer_name)
+def test_training_step_matches_numpy(other_backend, optimizer_name):
+    model, results = train(other_backend, optimizer_name)
     reference = numpy_reference(optimizer_name)
     assert set(results) == set(reference)
     # every parameter, buffer and optimizer state array took part
     slots = 6 if optimizer_name in ("sgd", "nesterov") else 12  # momentum, or exp_avg and exp_avg_sq
     assert len([k for k in results if k.startswith("optim/")]) == slots
     for key, value in results.items():
-        expected = backend.asarray(reference[key].reshape(-1), "float32")
-        expected = backend.xp.reshape(expected, reference[key].shape)
+        expected = other_backend.asarray(reference[key].reshape(-1), "float32")
+        expected = other_backend.xp.reshape(expected, reference[key].shape)
         # namespace, device, dtype and values at once
         assert_close(
             value,
             expected,
             rtol=RTOL,
             atol=ATOL,
-            err_msg=f"{key} on {backend.spec}",
+            err_msg=f"{key} on {other_backend.spec}",
         )
-        assert array_device(value) == backend.device, key
+        assert array_device(value) == other_backend.device, key
     # the arrays the model now holds are the ones compared, still on the device
     for key, value in model.state().items():
-        assert value.dtype == backend.xp.float32, key
-        assert array_device(value) == backend.device, key
+        assert value.dtype == other_backend.xp.float32, key
+        assert array_device(value) == other_backend.device, key
 
 
 def test_reference_step_changed_everything():
@@ -113,19 +114,19 @@ def test_reference_step_changed_everything():
     assert not np.allclose(train0, after["eval_logits"], rtol=RTOL, atol=ATOL)
 
 
-def test_dropout_masks_equal_across_backends(backend):
+def test_dropout_masks_equal_across_backends(other_backend):
     numpy_mask = HostDrawnRandom(mlp_xp.get_backend("numpy"), 123).bernoulli_mask((BATCH, 256), 0.7)
-    mask = HostDrawnRandom(backend, 123).bernoulli_mask((BATCH, 256), 0.7)
-    np.testing.assert_array_equal(backend.to_numpy(mask), numpy_mask)
+    mask = HostDrawnRandom(other_backend, 123).bernoulli_mask((BATCH, 256), 0.7)
+    np.testing.assert_array_equal(other_backend.to_numpy(mask), numpy_mask)
 
 
-def test_same_initial_weights_everywhere(backend):
+def test_same_initial_weights_everywhere(other_backend):
     reference = make_model().init("numpy", seed=0).state()
-    model = make_model().init(backend, seed=0)
+    model = make_model().init(other_backend, seed=0)
     for key, value in model.state().items():
-        np.testing.assert_array_equal(backend.to_numpy(value), reference[key], err_msg=key)
-    other = make_model().init(backend, seed=1)
-    assert not np.array_equal(backend.to_numpy(other["linear0"].params["weight"]), reference["linear0.weight"])
+        np.testing.assert_array_equal(other_backend.to_numpy(value), reference[key], err_msg=key)
+    other = make_model().init(other_backend, seed=1)
+    assert not np.array_equal(other_backend.to_numpy(other["linear0"].params["weight"]), reference["linear0.weight"])
 
 
 # -- update rules against torch.optim ------------------------------------------------------
@@ -134,7 +135,7 @@ TORCH_STEPS = 3
 
 
 def _torch_run(optimizer_name: str, dtype: str):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     p_drop = 0.25
     rng = np.random.default_rng(7)
     data = [(rng.standard_normal((16, 12)), rng.integers(0, 5, 16)) for _ in range(TORCH_STEPS)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from array_api_compat import device as array_device
+from conftest import require_module
 
 import mlp_xp
 from mlp_xp import (
@@ -129,7 +130,7 @@ def test_strict_device_mismatch():
 
 
 def test_numpy_input_to_torch_model():
-    pytest.importorskip("torch")
+    require_module("torch")
     model = small_model("torch")
     with pytest.raises(TypeError) as info:
         model.forward(host_batch())
@@ -283,20 +284,20 @@ def test_backward_covers_only_the_forward_range(numpy_backend):
     np.testing.assert_allclose(dz, expected, rtol=1e-5)
 
 
-def test_to_other_backend_keeps_predictions(backend):
+def test_to_other_backend_keeps_predictions(other_backend):
     source = mlp_xp.get_backend("numpy")
     model = Sequential(Linear(4, 6), BatchNorm(6), ReLU(), Dropout(0.2), Linear(6, 3)).init(source, seed=0)
     x_host = host_batch(n=8)
     model.forward(source.asarray(x_host))  # train step: non-trivial BatchNorm running stats
     model.eval()
     expected = source.to_numpy(model.forward(source.asarray(x_host)))
-    model.to(backend)
-    assert model.backend is backend
+    model.to(other_backend)
+    assert model.backend is other_backend
     for key, value in model.state().items():
-        assert array_device(value) == backend.device, key
-        assert value.dtype == backend.xp.float32, key
-    assert model["dropout3"].rng.backend is backend
-    got = backend.to_numpy(model.forward(backend.asarray(x_host, "float32")))
+        assert array_device(value) == other_backend.device, key
+        assert value.dtype == other_backend.xp.float32, key
+    assert model["dropout3"].rng.backend is other_backend
+    got = other_backend.to_numpy(model.forward(other_backend.asarray(x_host, "float32")))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # and back again
     model.to(source)

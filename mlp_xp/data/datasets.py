@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pooch
 
+from ..errors import FileFormatError
 from .idx import parse_idx, read_idx, read_idx_bytes
 
 __all__ = [
@@ -60,8 +61,8 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset is in none of the searched places and could not be downloaded."""
 
 
-class DatasetIntegrityError(ValueError):
-    """A dataset file has the wrong checksum, dtype or shape."""
+class DatasetIntegrityError(FileFormatError):
+    """A dataset file has the wrong checksum, dtype or shape (a ``FileFormatError``, so a ``ValueError``)."""
 
 
 @dataclass(frozen=True)
@@ -232,14 +233,39 @@ def load_idx_dir(directory: str | os.PathLike, class_names: list[str] | None = N
     missing = _missing(directory)
     if missing:
         raise DatasetNotFoundError(f"{directory} lacks {', '.join(missing)} (raw or .gz)")
-    x_train, y_train, x_test, y_test = (read_idx(_path(directory, base)) for base in FILES)
-    for base, array in zip(FILES, (x_train, y_train, x_test, y_test)):
-        if array.dtype != np.uint8:
-            raise DatasetIntegrityError(f"{directory / base}: expected uint8 data, found {array.dtype}")
+    paths = [_path(directory, base) for base in FILES]
+    x_train, y_train, x_test, y_test = (read_idx(path) for path in paths)
+    _check_idx_set(paths, x_train, y_train, x_test, y_test)
     if class_names is None:
         class_names = [str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1)]
     return Dataset(x_train.reshape(len(x_train), -1), y_train, x_test.reshape(len(x_test), -1), y_test,
                    list(class_names), directory.name, str(directory))
+
+
+def _check_idx_set(paths: list[Path], *arrays: np.ndarray) -> None:
+    """Raise ``DatasetIntegrityError`` naming the file unless the four arrays (``FILES`` order)
+    are uint8, images (N, ...) with the same nonzero number of features in both splits, labels
+    (N,), and neither split empty."""
+    for path, array in zip(paths, arrays):
+        if array.dtype != np.uint8:
+            raise DatasetIntegrityError(f"{path}: expected uint8 data, found {array.dtype}")
+    for part, (images, labels), (image_path, label_path) in zip(
+        ("training", "test"), (arrays[:2], arrays[2:]), (paths[:2], paths[2:])
+    ):
+        if images.ndim < 1:
+            raise DatasetIntegrityError(f"{image_path}: images must have a sample dimension, found a 0-d array")
+        if labels.ndim != 1:
+            raise DatasetIntegrityError(f"{label_path}: labels must be 1-D, found shape {labels.shape}")
+        if len(images) != len(labels):
+            raise DatasetIntegrityError(f"{label_path}: {len(images)} {part} images but {len(labels)} labels")
+        if len(images) == 0:
+            raise DatasetIntegrityError(f"{image_path}: no {part} samples")
+    features = [math.prod(images.shape[1:]) for images in arrays[::2]]
+    if features[0] == 0:
+        raise DatasetIntegrityError(f"{paths[0]}: images of shape {arrays[0].shape[1:]} hold no pixels")
+    if features[0] != features[1]:
+        raise DatasetIntegrityError(f"{paths[2]}: {features[0]} features per training image but {features[1]} "
+                                    "per test image")
 
 
 def _source(name: str) -> _Source:

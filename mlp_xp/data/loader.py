@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from array_api_compat import array_namespace
+
 from ..arrays import Array
 from ..backends import Backend, get_backend, host_rng
 from ..distributed import Communicator
+from ..interop import to_backend
 
 
 class DeviceLoader:
     """Mini-batches ``(x, y)`` of a dataset that lives on ``backend``'s device.
 
-    ``x`` (N, D) and ``y`` (N,) are host arrays, uploaded once at construction; with
+    ``x`` (N, D) and ``y`` (N,) are host arrays, uploaded once at construction, or arrays of any
+    library with DLPack (torch, CuPy, JAX, array-api-strict), taken over without a copy where the
+    backend can read their memory (``interop.to_backend``); with
     ``y=None`` the targets are the inputs themselves (autoencoders: batches ``(x, x)``). Integer pixel
     data (uint8) stays uint8 on the device (a quarter of float32's memory and gather
     traffic) and each batch is converted to ``dtype`` and multiplied by ``scale``
@@ -49,9 +54,9 @@ class DeviceLoader:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
-        if y is not None and len(x) != len(y):
-            raise ValueError(f"x has {len(x)} samples but y has {len(y)}.")
-        if len(x) == 0:
+        if y is not None and x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}.")
+        if x.shape[0] == 0:
             raise ValueError("the dataset is empty.")
         if num_classes is not None and y is not None:
             _check_labels(y, num_classes)
@@ -61,15 +66,15 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
-        self.n = len(x)
-        pixels = x.dtype.kind in "ui"
+        self.n = x.shape[0]
+        pixels = _is_dtype(x, "integral")
         self.dtype = self.backend.dtype(dtype)
-        self.scale = (
-            scale if scale is not None else (1.0 / 255.0 if x.dtype.kind == "u" and x.dtype.itemsize == 1 else 1.0)
-        )
+        self.scale = scale if scale is not None else (1.0 / 255.0 if x.dtype == array_namespace(x).uint8 else 1.0)
         self._convert = pixels or self.scale != 1.0
-        self.x = self.backend.asarray(x) if pixels else self.backend.asarray(x, dtype)
-        self.y = None if y is None else self.backend.asarray(y, "int64" if y.dtype.kind in "uib" else dtype)
+        self.x = to_backend(x, self.backend, None if pixels else dtype)
+        self.y = None
+        if y is not None:
+            self.y = to_backend(y, self.backend, "int64" if _is_dtype(y, ("integral", "bool")) else dtype)
         if drop_last and self.n < batch_size:
             raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch of {self.n} samples.")
         self.comm = comm if comm is not None else Communicator()
@@ -143,12 +148,18 @@ class DeviceLoader:
         return xb
 
 
+def _is_dtype(a: Any, kind: str | tuple[str, ...]) -> bool:
+    """``isdtype`` of ``a``'s dtype in ``a``'s own namespace (host or device arrays)."""
+    return array_namespace(a).isdtype(a.dtype, kind)
+
+
 def _check_labels(y: Any, num_classes: int) -> None:
-    if y.dtype.kind not in "ui":
+    if not _is_dtype(y, "integral"):
         raise TypeError(f"class labels must be integers, got dtype {y.dtype}.")
-    low, high = int(y.min()), int(y.max())
+    xp = array_namespace(y)
+    low, high = int(xp.min(y)), int(xp.max(y))
     if low < 0 or high >= num_classes:
-        bad = int(((y < 0) | (y >= num_classes)).argmax())
+        bad = int(xp.argmax(xp.astype((y < 0) | (y >= num_classes), xp.int8)))
         raise ValueError(
             f"labels must lie in [0, {num_classes}) for {num_classes} classes; found {int(y[bad])} at index {bad} "
             f"(range {low}..{high})."

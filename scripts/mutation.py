@@ -1,0 +1,146 @@
+"""Mutation testing of the compute path with mutmut 3 (configured in pyproject.toml, [tool.mutmut]).
+
+mutmut copies the package and tests/ into ``mutants/``, plants one small change at a time in the
+compute-path modules and runs the tests that cover the changed function; a mutant the tests do
+not notice "survives". This script runs every mutant or a fixed sample of them, then prints the
+figures: mutants generated, tested, killed, survived (each listed), and the mutation score
+``killed / (tested - equivalent)``, where ``--equivalent`` names survivors judged to change no
+behaviour. It exits 1 when the score is below ``--min-score``.
+
+    python scripts/mutation.py --full                   # every mutant (hours on 2 cores)
+    python scripts/mutation.py --sample 40              # CI: 40 mutants drawn with --seed 0 (< 3 min)
+    python scripts/mutation.py --since origin/main --sample 40   # only mutants of files changed since a ref
+    python scripts/mutation.py --module mlp_xp/init.py  # every mutant of one module
+    mutmut show <name>; mutmut browse                   # inspect a survivor afterwards
+
+Run from the repository root with mutmut 3.8 installed (``pip install -e ".[dev]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EQUIVALENT = ROOT / "tests" / "mutation_equivalent.txt"
+
+
+def mutant_names(path: Path) -> list[str]:
+    """Names of the mutants mutmut generates for ``path``, listed with mutmut's own generator so
+    that they are the names ``mutmut run`` uses."""
+    from mutmut.mutation.file_mutation import mutate_file_contents
+    from mutmut.utils.format_utils import get_mutant_name
+
+    mutated = mutate_file_contents(str(path), path.read_text(encoding="utf-8"))
+    return [get_mutant_name(path, name) for name in mutated.mutant_names]
+
+
+def mutated_files() -> list[Path]:
+    """The files [tool.mutmut] mutates, relative to the repository root."""
+    from mutmut.configuration import config
+
+    files = [path.relative_to(ROOT) for source in config().source_paths for path in (ROOT / source).rglob("*.py")]
+    return sorted(path for path in files if config().should_mutate(path))
+
+
+def changed_since(ref: str) -> set[Path]:
+    """Files changed between ``ref`` and the working tree."""
+    command = ["git", "diff", "--name-only", ref, "--"]
+    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return {Path(line) for line in out.stdout.splitlines() if line}
+
+
+def read_equivalent(path: Path) -> set[str]:
+    """Mutant names from ``path``, one per line; ``#`` starts a comment (the reason)."""
+    if not path.is_file():
+        return set()
+    return {line.split("#")[0].strip() for line in path.read_text().splitlines()} - {""}
+
+
+def run_mutmut(names: list[str] | None, max_children: int) -> None:
+    """``mutmut run`` on ``names`` (all mutants when None), one thread per worker: OpenMP (torch's
+    libgomp) deadlocks in a forked worker once the parent has used a thread team."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = ["mutmut", "run", "--max-children", str(max_children), *(names or [])]
+    done = subprocess.run(command, cwd=ROOT, env=env)
+    if done.returncode != 0:
+        sys.exit(f"mutmut run failed with exit code {done.returncode}")
+
+
+def statuses() -> dict[str, str]:
+    """Every mutant's status after a run, from ``mutmut results --all true``."""
+    out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=ROOT, check=True, capture_output=True, text=True)
+    return dict(re.findall(r"^\s+(\S+): (.+)$", out.stdout, flags=re.M))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--full", action="store_true", help="every mutant of the compute path")
+    which.add_argument("--sample", type=int, metavar="N", help="a fixed random sample of N mutants")
+    which.add_argument("--module", type=Path, help="every mutant of one module, e.g. mlp_xp/init.py")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--since", metavar="REF", help="only mutants of files changed since this git ref")
+    p.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="parallel mutant workers")
+    p.add_argument("--min-score", type=float, default=90.0, help="fail below this mutation score in %% (default 90)")
+    p.add_argument("--equivalent", type=Path, default=EQUIVALENT, help="survivors judged equivalent (one per line)")
+    p.add_argument("--fresh", action="store_true", help="delete mutants/ first (results of earlier runs)")
+    args = p.parse_args()
+    os.chdir(ROOT)
+    if args.fresh:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+
+    names_by_file = {path: mutant_names(path) for path in mutated_files()}
+    generated = sorted(name for names in names_by_file.values() for name in names)
+    files = list(names_by_file)
+    if args.module is not None:
+        if args.module not in names_by_file:
+            sys.exit(f"{args.module} is not mutated; mutated files: {', '.join(map(str, names_by_file))}")
+        files = [args.module]
+    if args.since is not None:
+        changed = changed_since(args.since)
+        files = [f for f in files if f in changed]
+        if not files:
+            print(f"no mutated file changed since {args.since}: nothing to test")
+            return
+    selected = sorted(name for path in files for name in names_by_file[path])
+    if args.sample is not None and args.sample < len(selected):
+        selected = sorted(random.Random(args.seed).sample(selected, args.sample))
+
+    started = time.perf_counter()
+    run_mutmut(None if args.full and args.since is None else selected, args.max_children)
+    seconds = time.perf_counter() - started
+
+    status = statuses()
+    results = {name: status.get(name, "not checked") for name in selected}
+    counts: dict[str, int] = {}
+    for value in results.values():
+        counts[value] = counts.get(value, 0) + 1
+    equivalent = read_equivalent(args.equivalent)
+    survivors = sorted(name for name, value in results.items() if value == "survived")
+    unexplained = [name for name in survivors if name not in equivalent]
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)  # as mutmut scores them
+    tested = len(results) - counts.get("not checked", 0) - counts.get("skipped", 0)
+    score = 100.0 * killed / max(tested - (len(survivors) - len(unexplained)), 1)
+
+    print(f"\nmutation testing: {len(generated)} mutants generated in {len(names_by_file)} files, "
+          f"{len(selected)} selected, {seconds:.0f} s")
+    print("  " + ", ".join(f"{value} {count}" for value, count in sorted(counts.items())))
+    for name in survivors:
+        print(f"  survived: {name}" + ("  (equivalent)" if name in equivalent else ""))
+    print(f"  score: {score:.1f} % killed of {tested} tested, {len(survivors) - len(unexplained)} equivalent excluded")
+    if score < args.min_score:
+        sys.exit(f"mutation score {score:.1f} % is below {args.min_score:.0f} %: add a test for each survivor, "
+                 f"or list it with its reason in {args.equivalent.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Checkpoints: safetensors round trips on every backend, the header any reader shows, atomic
+writes, format-1 ``.npz`` files read-only, and one ``FileFormatError`` for every bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import safetensors.numpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+
+import mlp_xp
+from mlp_xp.checkpoint import FORMAT, NPZ_FORMAT, LegacyCheckpointWarning, layer_list
+from mlp_xp.cli import main
+from mlp_xp.errors import FileFormatError
+
+MODEL_CONFIG = {"in_features": 12, "hidden": [8], "out_features": 3, "batchnorm": True, "dropout": 0.1}
+
+
+def _trained(backend, steps=2, seed=0):
+    """A small BatchNorm MLP and its Adam optimizer after ``steps`` updates (state in every slot)."""
+    model = mlp_xp.make_mlp(**MODEL_CONFIG).init(backend, seed=seed)
+    optimizer = mlp_xp.Adam(model, 1e-2)
+    rng = np.random.default_rng(seed)
+    x = backend.asarray(rng.standard_normal((16, 12)).astype(np.float32))
+    y = backend.asarray(rng.integers(0, 3, 16), "int64")
+    loss = mlp_xp.SoftmaxCrossEntropy()
+    for _ in range(steps):
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        optimizer.step()
+    return model, optimizer, x
+
+
+def _save(path, backend=None, **kwargs):
+    model, optimizer, _ = _trained(backend or mlp_xp.get_backend("numpy"))
+    kwargs = {"epoch": 2, "config": {"dataset": "synthetic"}, "model_config": MODEL_CONFIG, **kwargs}
+    return mlp_xp.save_checkpoint(path, model, optimizer, **kwargs)
+
+
+def test_round_trip_gives_identical_predictions_and_optimizer_state(tmp_path, backend):
+    model, optimizer, x = _trained(backend)
+    mlp_xp.save_checkpoint(tmp_path / "run.safetensors", model, optimizer, epoch=1, config={"note": "test"})
+
+    other = mlp_xp.make_mlp(**MODEL_CONFIG).init(backend, seed=99)
+    other_optimizer = mlp_xp.Adam(other, 1e-2)
+    checkpoint = mlp_xp.load_checkpoint(tmp_path / "run.safetensors")
+    mlp_xp.restore(checkpoint, other, other_optimizer)
+    assert checkpoint.meta["epoch"] == 1 and checkpoint.meta["config"] == {"note": "test"}
+    model.eval(), other.eval()
+    np.testing.assert_array_equal(backend.to_numpy(other.forward(x)), backend.to_numpy(model.forward(x)))
+    assert other_optimizer.steps == optimizer.steps == 2
+    saved = optimizer.state_arrays()
+    assert saved and set(other_optimizer.state_arrays()) == set(saved)
+    for key, value in saved.items():
+        np.testing.assert_array_equal(backend.to_numpy(other_optimizer.state_arrays()[key]), backend.to_numpy(value))
+
+
+def test_any_safetensors_reader_shows_tensors_and_metadata(tmp_path, numpy_backend):
+    model, optimizer, _ = _trained(numpy_backend)
+    path = mlp_xp.save_checkpoint(tmp_path / "run.safetensors", model, optimizer, epoch=3, history=[{"epoch": 1}])
+    with safe_open(path, framework="np") as f:
+        metadata, names = f.metadata(), set(f.keys())
+        weight = f.get_tensor("model/hidden1.weight")
+    assert metadata["format"] == FORMAT and metadata["dtype"] == "float32" and metadata["epoch"] == "3"
+    assert json.loads(metadata["layers"]) == layer_list(model)
+    assert json.loads(metadata["optimizer"]) == {"type": "Adam", "steps": 2, "lr": 1e-2}
+    assert json.loads(metadata["history"]) == [{"epoch": 1}]
+    assert names == {f"model/{k}" for k in model.state()} | {f"optimizer/{k}" for k in optimizer.state_arrays()}
+    np.testing.assert_array_equal(weight, model.parameters()["hidden1.weight"])
+
+
+def test_other_architecture_says_what_differs(tmp_path, numpy_backend):
+    model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
+    mlp_xp.save_checkpoint(tmp_path / "a.safetensors", model, epoch=0)
+    other = mlp_xp.make_mlp(24, [32], 4).init(numpy_backend)
+    with pytest.raises(
+        ValueError, match=r"layer 0: checkpoint has 'hidden1: Linear\(24, 16\)', model has 'hidden1: Linear\(24, 32\)'"
+    ):
+        mlp_xp.restore(mlp_xp.load_checkpoint(tmp_path / "a.safetensors"), other)
+
+
+def test_write_is_atomic(tmp_path, numpy_backend, monkeypatch):
+    path = _save(tmp_path / "run.safetensors")
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", full_disk)  # after the new bytes were written to the temporary file
+    with pytest.raises(OSError, match="disk full"):
+        _save(path, epoch=3)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["run.safetensors"]
+
+
+# -- format-1 .npz checkpoints: read-only, with a note --------------------------------------------
+
+
+def _write_npz(path, model, optimizer, meta_format=NPZ_FORMAT):
+    """A checkpoint as mlp_xp wrote it before safetensors (format 1)."""
+    arrays = {f"model/{k}": np.asarray(v) for k, v in model.state().items()}
+    arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in optimizer.state_arrays().items()})
+    meta = {
+        "format": meta_format,
+        "epoch": 4,
+        "partial": False,
+        "dtype": "float32",
+        "layers": layer_list(model),
+        "config": {"dataset": "synthetic"},
+        "model_config": MODEL_CONFIG,
+        "history": [],
+        "optimizer": {"type": "Adam", "steps": optimizer.steps, "lr": optimizer.lr},
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_checkpoint_still_loads_with_a_note(tmp_path, numpy_backend):
+    model, optimizer, x = _trained(numpy_backend)
+    path = _write_npz(tmp_path / "old.npz", model, optimizer)
+    with pytest.warns(LegacyCheckpointWarning, match="format-1 .npz checkpoint: it loads read-only"):
+        checkpoint = mlp_xp.load_checkpoint(path)
+    other = mlp_xp.make_mlp(**MODEL_CONFIG).init(numpy_backend, seed=5)
+    other_optimizer = mlp_xp.Adam(other, 1e-2)
+    mlp_xp.restore(checkpoint, other, other_optimizer)
+    model.eval(), other.eval()
+    np.testing.assert_array_equal(other.forward(x), model.forward(x))
+    assert checkpoint.meta["epoch"] == 4 and other_optimizer.steps == 2
+
+
+# -- one clear error for every bad file ------------------------------------------------------------
+
+
+def _header_length(data: bytes) -> int:
+    return struct.unpack("<Q", data[:8])[0]
+
+
+def _with_header(data: bytes, edit) -> bytes:
+    """``data`` with its JSON header passed through ``edit`` (same tensor bytes)."""
+    length = _header_length(data)
+    header = edit(json.loads(data[8 : 8 + length]))
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data[8 + length :]
+
+
+def _shape_of(name, shape):
+    def edit(header):
+        header[name]["shape"] = shape
+        return header
+
+    return edit
+
+
+def _metadata(key, value):
+    def edit(header):
+        header["__metadata__"][key] = value
+        return header
+
+    return edit
+
+
+BAD_FILES = {
+    "empty file": (lambda good: b"", r"0 bytes, fewer than the 8-byte header length"),
+    "truncated in the header": (lambda good: good[:100], r"header length field says \d+ bytes but 92 bytes follow"),
+    "truncated in the tensors": (lambda good: good[:-10], r"truncated file"),
+    "trailing bytes": (lambda good: good + b"\0" * 4, r"4 trailing bytes"),
+    "header length too short": (
+        lambda good: struct.pack("<Q", _header_length(good) - 40) + good[8:],
+        r"header is not JSON",
+    ),
+    "header length too long": (
+        lambda good: struct.pack("<Q", _header_length(good) + 16) + good[8:],
+        r"header is not JSON",
+    ),
+    "header length huge": (lambda good: struct.pack("<Q", 2**62) + good[8:], r"header length field says"),
+    "a pickle": (lambda good: pickle.dumps({"model": [1.0, 2.0]}), r"is a Python pickle"),
+    "random bytes": (lambda good: bytes(range(256)) * 4, r"not a safetensors file"),
+    "shape that does not fit the bytes": (
+        lambda good: _with_header(good, _shape_of("model/hidden1.weight", [12, 7])),
+        r"tensor 'model/hidden1.weight' of shape \(12, 7\) and dtype F32 needs 336 bytes, but .* span 384",
+    ),
+    "negative dimension": (
+        lambda good: _with_header(good, _shape_of("model/hidden1.bias", [-8])),
+        r"not a list of non-negative integers",
+    ),
+    "unknown dtype": (
+        lambda good: _with_header(good, lambda h: {**h, "model/bn1.beta": {**h["model/bn1.beta"], "dtype": "X9"}}),
+        r"has dtype 'X9'",
+    ),
+    "not a checkpoint": (
+        lambda good: safetensors.numpy.save({"w": np.zeros(3, np.float32)}),
+        r"not an mlp_xp checkpoint \(no 'format' metadata\)",
+    ),
+    "other format version": (
+        lambda good: _with_header(good, _metadata("format", "mlp_xp.checkpoint/9")),
+        r"has checkpoint format 'mlp_xp.checkpoint/9'",
+    ),
+    "metadata not JSON": (lambda good: _with_header(good, _metadata("layers", "[oops")), r"'layers' is not valid JSON"),
+    "metadata of the wrong type": (
+        lambda good: _with_header(good, _metadata("epoch", '"two"')),
+        r"metadata 'epoch' has the wrong type",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def good_bytes(tmp_path_factory):
+    return _save(tmp_path_factory.mktemp("good") / "good.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
+def test_bad_file_gives_one_clear_error_naming_it(tmp_path, good_bytes, case):
+    corrupt, message = BAD_FILES[case]
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(corrupt(good_bytes))
+    with pytest.raises(FileFormatError, match=message) as info:
+        mlp_xp.load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_consistent_file_with_a_wrong_shape_is_caught_on_restore(tmp_path, numpy_backend):
+    model, optimizer, _ = _trained(numpy_backend)
+    path = tmp_path / "transposed.safetensors"
+    good = mlp_xp.save_checkpoint(path, model, epoch=1)
+    with safe_open(good, framework="np") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["model/hidden1.weight"] = np.ascontiguousarray(tensors["model/hidden1.weight"].T)
+    path.write_bytes(safetensors.numpy.save(tensors, metadata=metadata))
+    checkpoint = mlp_xp.load_checkpoint(path)
+    with pytest.raises(FileFormatError, match=r"hidden1.weight has shape \(8, 12\), the model needs \(12, 8\)"):
+        mlp_xp.restore(checkpoint, model)
+
+
+def test_optimizer_state_of_the_wrong_shape_is_caught_on_load(tmp_path, numpy_backend):
+    model, optimizer, _ = _trained(numpy_backend)
+    path = mlp_xp.save_checkpoint(tmp_path / "run.safetensors", model, optimizer, epoch=1)
+    with safe_open(path, framework="np") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["optimizer/exp_avg/output.bias"] = np.zeros(5, np.float32)
+    path.write_bytes(safetensors.numpy.save(tensors, metadata=metadata))
+    with pytest.raises(FileFormatError, match=r"optimizer state 'exp_avg/output.bias' of shape \(5,\) does not fit"):
+        mlp_xp.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda path, good: path.write_bytes(good[: len(good) // 2]), r"unreadable .npz checkpoint \(BadZipFile"),
+        (lambda path, good: np.savez(path, meta=np.array([{"format": "x"}], dtype=object)), r"Object arrays"),
+        (lambda path, good: np.savez(path, weights=np.zeros(3)), r"without the 'meta' entry"),
+    ],
+    ids=["truncated", "object array (pickle)", "no meta"],
+)
+def test_bad_npz_gives_one_clear_error(tmp_path, numpy_backend, make, message):
+    model, optimizer, _ = _trained(numpy_backend)
+    good = _write_npz(tmp_path / "good.npz", model, optimizer).read_bytes()
+    path = tmp_path / "bad.npz"
+    make(path, good)
+    with pytest.raises(FileFormatError, match=message):
+        mlp_xp.load_checkpoint(path)
+
+
+def test_cli_eval_of_a_truncated_npz_is_one_error_line(tmp_path, numpy_backend, capsys):
+    model, optimizer, _ = _trained(numpy_backend)
+    path = tmp_path / "run.npz"
+    path.write_bytes(_write_npz(tmp_path / "good.npz", model, optimizer).read_bytes()[:-300])
+    assert main(["eval", "--load", str(path), "--dataset", "synthetic", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlp-xp eval: error: {path}: unreadable .npz checkpoint (BadZipFile")
+    assert err.count("\n") == 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_truncation_or_byte_flip_is_a_file_format_error_or_a_valid_load(tmp_path, good_bytes, data):
+    """Never a safetensors, JSON, struct or NumPy exception: bytes either load or raise FileFormatError."""
+    cut = data.draw(st.integers(0, len(good_bytes)), label="length")
+    bad = bytearray(good_bytes[:cut])
+    if bad and data.draw(st.booleans(), label="flip"):
+        where = data.draw(st.integers(0, min(len(bad), 8 + _header_length(good_bytes)) - 1), label="offset")
+        bad[where] ^= data.draw(st.integers(1, 255), label="mask")
+    path = tmp_path / "fuzzed.safetensors"
+    path.write_bytes(bytes(bad))
+    try:
+        mlp_xp.load_checkpoint(path)
+    except FileFormatError as exc:
+        assert str(path) in str(exc)

@@ -1,0 +1,110 @@
+"""Compiled training (``fit(compile=True)``): the same step traced once, on JAX (a whole epoch
+as one ``lax.scan``) and torch (``torch.compile``); trace safety of the core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import resolve_backend
+
+from mlp_xp import Adam, DeviceLoader, SoftmaxCrossEntropy, fit, make_mlp
+from mlp_xp.backends import CompileUnsupportedError
+from mlp_xp.compiled import CompiledSteps
+
+COMPILING = ["jax", "torch"]
+
+
+def _data(n=500, d=12, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    centres = rng.standard_normal((classes, d)) * 2
+    return (centres[y] + rng.standard_normal((n, d))).astype(np.float32), y
+
+
+def _run(spec, compile, dtype="float32", dropout=0.0, epochs=3, batch_size=64, seed=0, batchnorm=True):
+    backend = resolve_backend(spec)
+    x, y = _data()
+    model = make_mlp(12, [16], 4, batchnorm=batchnorm, dropout=dropout).init(backend, seed=seed, dtype=dtype)
+    optimizer = Adam(model, lr=1e-2, weight_decay=1e-3)
+    loader = DeviceLoader(x, y, backend, batch_size=batch_size, num_classes=4, dtype=dtype, seed=seed)
+    history = fit(
+        model,
+        SoftmaxCrossEntropy(check_labels=False),
+        optimizer,
+        loader,
+        epochs=epochs,
+        progress=False,
+        log=None,
+        compile=compile,
+    )
+    state = {k: backend.to_numpy(v) for k, v in model.state().items()}
+    return history, state, optimizer
+
+
+@pytest.mark.parametrize("spec", COMPILING)
+def test_compiled_matches_eager_float32(spec):
+    """A last batch of another size (500 = 7·64 + 52), Adam state and weight decay go through
+    the compiled step; results equal eager to float32 tolerance. (BatchNorm is checked in
+    float64 below: the gradient of a bias followed by BatchNorm is pure rounding noise, which
+    Adam scales up to visible differences in float32.)"""
+    eager, eager_state, eager_opt = _run(spec, compile=False, batchnorm=False)
+    compiled, compiled_state, compiled_opt = _run(spec, compile=True, batchnorm=False)
+    np.testing.assert_allclose(compiled["train_loss"], eager["train_loss"], rtol=1e-4)
+    assert compiled["train_acc"] == pytest.approx(eager["train_acc"], abs=2 / 500)
+    for key, value in eager_state.items():
+        np.testing.assert_allclose(compiled_state[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+    assert compiled_opt.steps == eager_opt.steps == 3 * 8
+    assert isinstance(compiled_opt.lr, float) and isinstance(compiled_opt.steps, int)
+
+
+@pytest.mark.parametrize("spec", COMPILING)
+def test_compiled_float64_equals_numpy_eager(spec):
+    """BatchNorm (batch statistics, running buffers), Adam and weight decay, compiled, in float64."""
+    numpy_history, numpy_state, _ = _run("numpy", compile=False, dtype="float64")
+    history, state, _ = _run(spec, compile=True, dtype="float64")
+    np.testing.assert_allclose(history["train_loss"], numpy_history["train_loss"], rtol=1e-9)
+    for key, value in numpy_state.items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-7, atol=1e-9, err_msg=key)
+
+
+def test_compiled_dropout_same_seed_same_run():
+    first, first_state, _ = _run("jax", compile=True, dropout=0.3)
+    second, second_state, _ = _run("jax", compile=True, dropout=0.3)
+    other, _, _ = _run("jax", compile=True, dropout=0.3, seed=1)
+    assert first["train_loss"] == second["train_loss"]
+    for key, value in first_state.items():
+        np.testing.assert_array_equal(second_state[key], value)
+    assert other["train_loss"] != first["train_loss"]
+
+
+@pytest.mark.parametrize("spec", ["numpy", "array-api-strict"])
+def test_compile_without_a_compiler_is_one_clear_error(spec):
+    with pytest.raises(CompileUnsupportedError, match=r"has no compiler: --compile works on jax, jax:cuda, torch"):
+        _run(spec, compile=True)
+
+
+def test_compile_refuses_host_label_checks():
+    backend = resolve_backend("jax")
+    model = make_mlp(12, [16], 4).init(backend)
+    x, y = _data()
+    loader = DeviceLoader(x, y, backend, num_classes=4)
+    with pytest.raises(ValueError, match="check_labels=False"):
+        CompiledSteps(model, SoftmaxCrossEntropy(), Adam(model), loader)
+
+
+def test_no_tracer_leaks_and_no_retrace_per_epoch(monkeypatch):
+    """The step is traced with JAX's leak checker on: an array cached on an object across
+    calls (a tracer left behind) or a host read in the step fails here. Tracing happens in
+    the first epoch only: the scan once, the last short batch once."""
+    jax = pytest.importorskip("jax")
+    traces = []
+    original = CompiledSteps._pure_step
+
+    def counting(self, state, x, y):
+        traces.append(tuple(x.shape))
+        return original(self, state, x, y)
+
+    monkeypatch.setattr(CompiledSteps, "_pure_step", counting)
+    with jax.checking_leaks():
+        _run("jax", compile=True, dropout=0.2, epochs=3)
+    assert sorted(traces) == [(52, 12), (64, 12)]

@@ -1,0 +1,101 @@
+"""scripts/gpu_check: the one-command GPU check. Here (no CUDA device) it must say so cleanly
+with exit code 3; its report format and failure handling are tested with stand-in steps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlp_xp
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import gpu_check  # noqa: E402
+
+
+def _cuda_usable() -> bool:
+    return any(state == "ok" for spec, state in mlp_xp.available_backends().items() if "cuda" in spec)
+
+
+@pytest.mark.skipif(_cuda_usable(), reason="a CUDA device is usable here: the real check runs instead")
+def test_no_cuda_device_is_reported_cleanly(tmp_path):
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == gpu_check.NO_CUDA_DEVICE == 3, result.stderr
+    assert "mlp_xp GPU check: no CUDA device" in result.stdout
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["kind"] == "mlp_xp.gpu_check" and report["status"] == "no CUDA device"
+    assert report["steps"] == [] and report["backends"] == []
+    assert set(report["cuda"]["backends"]) == {"cuda", "torch:cuda", "jax:cuda"}
+    assert all(reason != "ok" for reason in report["cuda"]["backends"].values())
+
+
+def test_report_records_each_step_and_fails_on_any(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(
+        gpu_check,
+        "cuda_facts",
+        lambda: {
+            "cuda_driver_version": "13.0",
+            "gpus": ["H100, 80 GiB"],
+            "backends": {"cuda": "ok", "torch:cuda": "no", "jax:cuda": "ok"},
+        },
+    )
+    python = sys.executable
+
+    def plan(out, specs, data_dir, quick):
+        assert specs == ["cuda", "jax:cuda"]
+        (out / "bench.json").write_text(
+            json.dumps(
+                {
+                    "records": [
+                        {
+                            "backend": "cupy:0",
+                            "model": "784-256-10",
+                            "batch_size": 256,
+                            "samples_per_s": 1.5e6,
+                            "ratios": {"torch": {"median": 0.8, "min_min": 0.7}},
+                            "ops_per_step": 38,
+                        }
+                    ]
+                }
+            )
+        )
+        return [
+            gpu_check.Step("tests", [python, "-c", "print('12 passed, 3 skipped in 1.0s')"], 30),
+            gpu_check.Step("train default cuda", [python, "-c", "print('done: 10 epochs; test accuracy 0.8812')"], 30),
+            gpu_check.Step("bench", [python, "-c", "import sys; print('boom'); sys.exit(2)"], 30),
+        ]
+
+    monkeypatch.setattr(gpu_check, "plan", plan)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["status"] == "failed" and report["failed"] == ["bench"]
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["tests"]["figures"] == {"passed": 12, "skipped": 3}
+    assert steps["train default cuda"]["figures"] == {"test_accuracy": 0.8812}
+    assert steps["bench"]["exit_code"] == 2 and steps["bench"]["tail"] == "boom"
+    assert (tmp_path / "logs" / "bench.log").read_text().endswith("boom\n")
+    assert report["bench"] == [
+        {
+            "backend": "cupy:0",
+            "model": "784-256-10",
+            "batch": 256,
+            "samples_per_s": 1500000,
+            "ratios": {"torch": 0.8},
+            "ops_per_step": 38,
+        }
+    ]
+    printed = capsys.readouterr().out
+    assert "mlp_xp GPU check: failed  (CUDA driver 13.0, GPUs: H100, 80 GiB)" in printed
+    assert "1,500,000 samples/s" in printed
+
+
+def test_a_step_past_its_time_limit_fails(tmp_path):
+    step = gpu_check.Step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1)
+    gpu_check.run(step, tmp_path)
+    assert step.status == "timed out" and step.seconds < 20

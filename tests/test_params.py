@@ -1,0 +1,81 @@
+"""The flat parameter buffer: layers see views of one buffer, the optimizer updates it whole,
+and every backend (in-place views or immutable rebinding) ends with the same parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import mlp_xp
+from mlp_xp import SGD, Adam, make_mlp
+
+
+def _batch(backend, n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return backend.asarray(rng.standard_normal((n, 6)), "float32"), backend.asarray(rng.integers(0, 3, n), "int64")
+
+
+def _step(model, optimizer, backend, seed=0):
+    x, y = _batch(backend, seed=seed)
+    loss = mlp_xp.SoftmaxCrossEntropy()
+    model.backward(loss.backward() if loss.forward(model.forward(x), y) is not None else None)
+    optimizer.step()
+
+
+def test_layout_and_views(backend):
+    model = make_mlp(6, [5], 3, batchnorm=True).init(backend, seed=1)
+    flat = model.flat
+    assert flat.size == model.num_parameters() == 6 * 5 + 5 + 5 + 5 + 5 * 3 + 3
+    assert tuple(flat.data.shape) == (flat.size,)
+    host = backend.to_numpy(flat.data)
+    for slot in flat:
+        np.testing.assert_array_equal(
+            backend.to_numpy(model.parameters()[slot.name]).reshape(-1), host[slot.start : slot.stop]
+        )
+    assert [s.name for s in flat if s.decays] == ["hidden1.weight", "output.weight"]
+    mask = backend.to_numpy(flat.decay_mask())
+    assert mask.sum() == 6 * 5 + 5 * 3 and set(mask.tolist()) == {0.0, 1.0}
+
+
+def test_updates_reach_the_layers_on_every_backend(backend):
+    """After steps, the layers' parameters are the buffer's entries (in-place views on NumPy,
+    CuPy, torch and array-api-strict; rebound views on JAX) and equal NumPy's."""
+    results = []
+    for b in (mlp_xp.get_backend("numpy"), backend):
+        model = make_mlp(6, [5], 3).init(b, seed=2)
+        optimizer = Adam(model, lr=0.1)
+        for seed in range(3):
+            _step(model, optimizer, b, seed)
+        flat = b.to_numpy(model.flat.data)
+        for slot in model.flat:
+            np.testing.assert_array_equal(
+                b.to_numpy(slot.layer.params[slot.key]).reshape(-1), flat[slot.start : slot.stop]
+            )
+        results.append(flat)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(results[0], make_mlp(6, [5], 3).init("numpy", seed=2).flat.data)
+
+
+def test_a_parameter_assigned_from_outside_is_trained(backend):
+    model = make_mlp(6, [5], 3).init(backend, seed=3)
+    optimizer = SGD(model, lr=0.5)
+    replacement = np.full((6, 5), 0.1, dtype=np.float32)
+    model["hidden1"].params["weight"] = backend.asarray(replacement, "float32")
+    _step(model, optimizer, backend)
+    weight = backend.to_numpy(model["hidden1"].params["weight"])
+    assert np.abs(weight - replacement).max() > 1e-3  # the step updated the new array's entries
+    np.testing.assert_array_equal(backend.to_numpy(model.flat.data)[: 6 * 5], weight.reshape(-1))
+    reference = make_mlp(6, [5], 3).init("numpy", seed=3)  # the same weights from the start
+    reference["hidden1"].params["weight"] = replacement.copy()
+    _step(reference, SGD(reference, lr=0.5), mlp_xp.get_backend("numpy"))
+    np.testing.assert_allclose(weight, reference["hidden1"].params["weight"], rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_gathered_in_layout_order(numpy_backend):
+    model = make_mlp(6, [5], 3).init(numpy_backend, seed=4)
+    x, y = _batch(numpy_backend)
+    loss = mlp_xp.SoftmaxCrossEntropy()
+    loss.forward(model.forward(x), y)
+    model.backward(loss.backward())
+    grads = model.flat.grads()
+    for slot in model.flat:
+        np.testing.assert_array_equal(grads[slot.start : slot.stop], slot.layer.grads[slot.key].reshape(-1))

@@ -35,6 +35,7 @@ CASES = {
     "sync_batchnorm_float64": ("numpy", "float64", "sgd", True, True, 0.0),
     "rank_batchnorm_float64": ("numpy", "float64", "sgd", True, False, 0.0),
     "torch_sgd_float64": ("torch", "float64", "sgd", False, False, 0.0),
+    "cupy_sgd_float64": ("cuda", "float64", "sgd", True, True, 0.0),  # GPU machines: staged through the host
     "dropout_float64": ("numpy", "float64", "sgd", False, False, 0.3),
 }
 
@@ -47,7 +48,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-COLLECTIVE_BACKENDS = ("numpy", "torch", "array-api-strict", "jax")
+COLLECTIVE_BACKENDS = ("numpy", "torch", "array-api-strict", "jax", "cuda", "torch:cuda")
 
 
 def available(spec: str) -> bool:

@@ -30,6 +30,16 @@ from .cli_checks import (
     check_val_split,
 )
 from .data import DatasetNotFoundError, DeviceLoader, load_dataset, load_idx_dir, synthetic, train_val_split
+from .distributed import (
+    Communicator,
+    DistributedUnavailableError,
+    mpi_description,
+    per_rank_dropout,
+    rank_backend,
+    report_failure,
+    synchronise_batchnorm,
+    world,
+)
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
 from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
@@ -81,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
     t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
     t.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
+    t.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="under mpiexec: BatchNorm statistics over the global batch (default: each process's own part)",
+    )
     t.add_argument("--dropout", type=float, default=0.0, help="dropout probability after each hidden activation")
     t.add_argument("--init", choices=("normal", "uniform", "he", "xavier"), default="he")
     t.add_argument("--init-std", type=float, default=0.01, help="std of --init normal")
@@ -154,22 +169,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command of ``argv``; returns the exit code (see the module docstring)."""
+    """Run the command of ``argv``; returns the exit code (see the module docstring). Under an MPI
+    launcher, a failure on any process ends every process (its message printed by the process
+    that failed), so that none waits forever."""
     args = build_parser().parse_args(argv)
+    comm = Communicator()
     try:
+        comm = world()
         check_arguments(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(f"mlp-xp {args.command}: interrupted", file=sys.stderr)
+        comm.abort_others(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except (TrainingDiverged, RunFailed) as exc:
-        return _error(args, exc, EXIT_FAILED)
-    except (BackendUnavailableError, DatasetNotFoundError, ImportError, ValueError, OSError) as exc:
-        return _error(args, exc, EXIT_USAGE)
+        return _error(args, comm, exc, EXIT_FAILED)
+    except (
+        BackendUnavailableError,
+        DatasetNotFoundError,
+        DistributedUnavailableError,
+        ImportError,
+        ValueError,
+        OSError,
+    ) as exc:
+        return _error(args, comm, exc, EXIT_USAGE)
+    except Exception:
+        report_failure(comm)
+        raise
 
 
-def _error(args: argparse.Namespace, exc: BaseException, code: int) -> int:
-    print(f"mlp-xp {args.command}: error: {exc}", file=sys.stderr)
+def _error(args: argparse.Namespace, comm: Communicator, exc: BaseException, code: int) -> int:
+    """Print the one-line error (naming the process under MPI) and end every process of the run."""
+    where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
+    print(f"mlp-xp {args.command}: error{where}: {exc}", file=sys.stderr)
+    comm.abort_others(code)
     return code
 
 
@@ -242,8 +275,11 @@ class _EpochWriter:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    comm = world()
+    if not comm.is_root:  # under mpiexec rank 0 alone prints and writes files
+        args = argparse.Namespace(**{**vars(args), "quiet": True, "save": None, "metrics_json": None, "plot": None})
     log = (lambda line: None) if args.quiet else print
-    backend = get_backend(args.device)
+    backend = rank_backend(args.device, comm)
     if args.compile and not backend.compiles:
         backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     checkpoint = load_checkpoint(args.resume) if args.resume else None
@@ -256,6 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
     config = {k: v for k, v in vars(args).items() if k != "command"}
     config["backend"] = backend.spec
+    config["processes"] = comm.size
     model_config = {
         "in_features": data.x_train.shape[1],
         "hidden": args.hidden,
@@ -267,6 +304,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "init_std": args.init_std,
     }
     model = make_mlp(**model_config).init(backend, seed=args.seed, dtype=args.dtype)
+    per_rank_dropout(model, comm)
+    if args.sync_batchnorm:
+        synchronise_batchnorm(model, comm)
     optimizer = _make_optimizer(args, model)
     start_epoch, history_before = 0, []
     if checkpoint is not None:
@@ -287,14 +327,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         num_classes=classes,
         scale=data.scale,
+        comm=comm,
     )
-    test_loader = _held_out_loader(data.x_test, data.y_test, backend, args.dtype, data, batch_size=1000)
+    test_loader = _held_out_loader(data.x_test, data.y_test, backend, args.dtype, data, batch_size=1000, comm=comm)
     val_loader = test_loader
     if args.val_split:
-        val_loader = _held_out_loader(x_val, y_val, backend, args.dtype, data, batch_size=1000)
+        val_loader = _held_out_loader(x_val, y_val, backend, args.dtype, data, batch_size=1000, comm=comm)
+    processes = f"; {comm.size} processes, global batch {args.batch_size}" if comm.size > 1 else ""
     log(
         f"{data.name}: {len(x_train)} train / {val_loader.n} {'val' if args.val_split else 'test'} samples "
-        f"from {data.source}; backend {backend.spec} ({backend.device}), {args.dtype}"
+        f"from {data.source}; backend {backend.spec} ({backend.device}), {args.dtype}{processes}"
     )
     if not args.quiet:
         print(model.summary())
@@ -340,15 +382,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         with _writing("the plot", args.plot):
             plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
-    if records:
+    if records and comm.is_root:
         acc = final["acc"] if final else records[-1]["test_acc"]
         ran = len(history.epochs)
         print(f"done: {ran} epoch{'s' * (ran != 1)} in {elapsed:.1f} s; test accuracy {acc:.4f}")
     return EXIT_INTERRUPTED if history.interrupted else EXIT_OK
 
 
-def _held_out_loader(x, y, backend: Backend, dtype: str, data, batch_size: int) -> DeviceLoader:
-    """An unshuffled loader for evaluation on ``backend``."""
+def _held_out_loader(
+    x, y, backend: Backend, dtype: str, data, batch_size: int, comm: Communicator | None = None
+) -> DeviceLoader:
+    """An unshuffled loader for evaluation on ``backend`` (shared out across ``comm``'s processes)."""
     return DeviceLoader(
         x,
         y,
@@ -358,6 +402,7 @@ def _held_out_loader(x, y, backend: Backend, dtype: str, data, batch_size: int) 
         dtype=dtype,
         num_classes=len(data.class_names),
         scale=data.scale,
+        comm=comm,
     )
 
 
@@ -460,6 +505,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .data.datasets import candidate_dirs, find_files
 
+    comm = world()
+    if not comm.is_root:  # under mpiexec rank 0 alone prints
+        return 0
     print(f"mlp-xp {__version__}, Python {sys.version.split()[0]}")
     for spec, status in available_backends().items():
         if status == "ok":
@@ -472,6 +520,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         else:
             print(f"  {spec:<18} unavailable: {status}")
     print(f"auto selects: {get_backend('auto').spec}")
+    print(mpi_description(comm) or 'MPI: mpi4py not installed (pip install "mlp-xp[mpi]" for data-parallel runs)')
     for name in ("fashion-mnist", "mnist"):
         where = find_files(name, None) or "not found (searched " + ", ".join(map(str, candidate_dirs(name, None))) + ")"
         print(f"  dataset {name:<14} {where}")
@@ -479,6 +528,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    comm = world()
+    if comm.size > 1:
+        from .distributed_bench import run_scaling_bench
+
+        return run_scaling_bench(args, comm)
     from .bench import run_bench_command
 
     return run_bench_command(args)

@@ -6,6 +6,11 @@ on the device during an epoch: each step's loss and correct-prediction count are
 scalars, kept in a list (no device work per step) and joined when read: once per epoch and
 at progress-bar refreshes (about twice a second), which is also where a non-finite loss is
 caught.
+
+Data-parallel runs (a training loader with a communicator of several processes, see
+``distributed``): each step's gradient is summed across processes before the update
+(``train_step``), rank 0's state is broadcast when ``fit`` starts, the epoch's metrics are summed
+across processes once per epoch, and a Ctrl-C stops every process at the same step.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Protocol
 from .arrays import Array
 from .compiled import CompiledSteps
 from .data.loader import DeviceLoader
+from .distributed import Communicator, broadcast_buffers, broadcast_state
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
@@ -61,15 +67,33 @@ class History:
         return self.epochs[-1]
 
 
-def train_step(model: Sequential, loss: Loss, optimizer: Optimizer, x: Array, y: Array) -> tuple[Array, Array | None]:
+def train_step(
+    model: Sequential,
+    loss: Loss,
+    optimizer: Optimizer,
+    x: Array,
+    y: Array,
+    comm: Communicator | None = None,
+    share: float = 1.0,
+) -> tuple[Array, Array | None]:
     """One training step on the batch ``(x, y)``: forward, loss, backward, optimizer update.
     Returns the batch's mean loss and correct-prediction count (None where the loss has no
-    accuracy) as device scalars. Traceable: no host reads, no branching on array values."""
+    accuracy) as device scalars. Traceable: no host reads, no branching on array values.
+
+    With ``comm`` of several processes, ``(x, y)`` is this process's ``share`` (its samples /
+    the global batch's) of a global batch: the loss gradient is scaled by ``share`` and the
+    flat gradient summed across processes, which gives every process the gradient of the
+    global batch's mean loss."""
     pred = model.forward(x)
     value = loss.forward(pred, y)
     correct = loss.correct(pred, y)
-    model.backward(loss.backward())
-    optimizer.step()
+    if comm is None or comm.size == 1:
+        model.backward(loss.backward())
+        optimizer.step()
+    else:
+        model.backward(loss.backward() * share)
+        optimizer.prepare()
+        optimizer.apply(comm.allreduce(model.flat.grads(), model.backend))
     return value, correct
 
 
@@ -90,6 +114,8 @@ def evaluate(model: Sequential, loss: Loss, loader: DeviceLoader) -> dict[str, f
             model.train()
     n = loader.num_samples
     total, correct = _host_sums(loader.backend, totals, counts)
+    if loader.comm.size > 1:  # a sharded loader: every process evaluated its part
+        total, correct, _ = _summed(loader.comm, total, correct, 0)
     return {"loss": total / n, "acc": None if correct is None else correct / n}
 
 
@@ -123,11 +149,18 @@ def fit(
 
     ``compile=True`` traces the step once and runs it compiled (JAX: a whole epoch as one
     program; torch: ``torch.compile``); other backends raise ``CompileUnsupportedError``.
+
+    Data-parallel when ``train_loader`` has a communicator of several processes: every process
+    calls ``fit`` with its loader; see the module docstring. Not with ``compile=True``.
     """
+    comm = train_loader.comm
+    if compile and comm.size > 1:
+        raise ValueError("compiled training does not run data-parallel yet: drop compile=True (--compile) under MPI.")
     runner = CompiledSteps(model, loss, optimizer, train_loader) if compile else None
+    broadcast_state(comm, model, optimizer)
     history = History()
     callbacks = list(callbacks)
-    stop = _InterruptFlag()
+    stop = _InterruptFlag(comm)
     with stop:
         for epoch in range(start_epoch, epochs):
             optimizer.set_epoch(epoch)
@@ -135,13 +168,18 @@ def fit(
             model.train()
             started = time.perf_counter()
             batches = runner.epoch() if runner else _eager_epoch(model, loss, optimizer, train_loader)
-            train_loss, train_acc, steps = _run_epoch(train_loader, batches, epoch, epochs, progress, stop)
+            train_loss, train_acc, steps, samples = _run_epoch(train_loader, batches, epoch, epochs, progress, stop)
             seconds = time.perf_counter() - started
-            if stop.raised:
+            if stop.stopped:
                 history.interrupted = True
                 if log:
                     log(f"interrupted in epoch {epoch + 1}/{epochs} after {steps} of {len(train_loader)} steps")
                 break
+            if comm.size > 1:
+                correct = None if train_acc is None else train_acc * samples
+                total, correct, samples = _summed(comm, train_loss * samples, correct, samples)
+                train_loss, train_acc = total / samples, (None if correct is None else correct / samples)
+                broadcast_buffers(comm, model)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -181,15 +219,17 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
 
 
 def _eager_epoch(model, loss, optimizer, loader) -> Iterator[tuple[Array, Array | None, int]]:
-    """``(loss, correct, batch size)`` of each step of one epoch, run eagerly."""
-    for x, y in loader:
-        value, count = train_step(model, loss, optimizer, x, y)
+    """``(loss, correct, batch size)`` of each step of one epoch, run eagerly (this process's
+    part of each batch in a data-parallel run)."""
+    for step, (x, y) in enumerate(loader):
+        share = x.shape[0] / loader.global_batch_size(step)
+        value, count = train_step(model, loss, optimizer, x, y, loader.comm, share)
         yield value, count, x.shape[0]
 
 
-def _run_epoch(loader, batches, epoch, epochs, progress, stop) -> tuple[float, float | None, int]:
+def _run_epoch(loader, batches, epoch, epochs, progress, stop) -> tuple[float, float | None, int, int]:
     """Drain one epoch's ``batches`` (loss, count, size per step or block of steps) with the
-    progress bar and Ctrl-C check; returns (mean loss, accuracy or None, steps run)."""
+    progress bar and Ctrl-C check; returns (mean loss, accuracy or None, steps run, samples)."""
     backend = loader.backend
     losses: list[Array] = []
     counts: list[Array | None] = []
@@ -207,17 +247,17 @@ def _run_epoch(loader, batches, epoch, epochs, progress, stop) -> tuple[float, f
                 if now - last_refresh >= REFRESH_SECONDS:
                     last_refresh = now
                     bar.set_postfix_str(f"loss {_mean_loss(backend, losses, sizes, epoch):.4f}", refresh=False)
-            if stop.raised:
+            if stop.requested():
                 break
     finally:
         if bar is not None:
             bar.close()
     if not sizes:
-        return math.nan, None, 0
+        return math.nan, None, 0, 0
     mean = _mean_loss(backend, losses, sizes, epoch)
     _, correct = _host_sums(backend, [], counts)
     steps = sum(math.prod(v.shape) for v in losses)
-    return mean, (None if correct is None else correct / sum(sizes)), steps
+    return mean, (None if correct is None else correct / sum(sizes)), steps, sum(sizes)
 
 
 def _mean_loss(backend, losses: list[Array], sizes: list[int], epoch: int) -> float:
@@ -259,13 +299,20 @@ def _host_sums(backend, totals: list[Array], counts: list[Array | None]) -> tupl
     return total, float(backend.to_numpy(xp.sum(_joined(backend, counts))))
 
 
+def _summed(comm: Communicator, total: float, correct: float | None, samples: int) -> tuple[float, float | None, int]:
+    """``total``, ``correct`` (None stays None) and ``samples`` summed across the processes of
+    ``comm``, in one message."""
+    total, correct_sum, samples_sum = comm.sum_floats([total, correct or 0.0, samples])
+    return total, (None if correct is None else correct_sum), round(samples_sum)
+
+
 def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
     """A tqdm bar over the epoch's samples, or None where it would not show (not a terminal):
     then the loop skips the refresh reads as well."""
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=loader.num_samples,
+        total=loader.local_samples,
         desc=f"epoch {epoch + 1}/{epochs}",
         unit="sample",
         unit_scale=True,
@@ -279,11 +326,19 @@ def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
 
 class _InterruptFlag:
     """Turns the first Ctrl-C into a flag the loop checks between steps (main thread only);
-    a second Ctrl-C raises KeyboardInterrupt as usual."""
+    a second Ctrl-C raises KeyboardInterrupt as usual. ``requested()`` asks every process of
+    ``comm`` (one tiny reduction per step when there are several), so that all stop at the same
+    step; ``stopped`` is its last answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, comm: Communicator) -> None:
+        self.comm = comm
         self.raised = False
+        self.stopped = False
         self._previous: Any = None
+
+    def requested(self) -> bool:
+        self.stopped = self.comm.any(self.raised)
+        return self.stopped
 
     def _handle(self, signum, frame) -> None:
         if self.raised:

@@ -9,6 +9,7 @@ from array_api_compat import array_namespace
 
 from ..arrays import Array
 from ..backends import Backend, get_backend, host_rng
+from ..distributed import Communicator
 from ..interop import to_backend
 
 
@@ -28,6 +29,12 @@ class DeviceLoader:
     the host from ``seed`` and ``e`` (identical on every backend, and reproducible when a run
     resumes at epoch ``e``), uploaded once per epoch; batches are gathered on the device
     with ``take``. No other transfer happens while iterating.
+
+    With a communicator of several processes (``comm``, see ``distributed``), ``batch_size`` is
+    the global batch: every process draws the same permutation and yields its contiguous part
+    of each global batch (process ``r`` of ``P`` takes rows ``[m·r//P, m·(r+1)//P)`` of a batch
+    of ``m``). ``len`` and ``num_samples`` count global batches and samples; ``local_samples``
+    counts this process's.
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class DeviceLoader:
         dtype: str = "float32",
         scale: float | None = None,
         num_classes: int | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -69,6 +77,14 @@ class DeviceLoader:
             self.y = to_backend(y, self.backend, "int64" if _is_dtype(y, ("integral", "bool")) else dtype)
         if drop_last and self.n < batch_size:
             raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch of {self.n} samples.")
+        self.comm = comm if comm is not None else Communicator()
+        smallest = min(batch_size, self.num_samples - (len(self) - 1) * batch_size)
+        if smallest < self.comm.size:
+            raise ValueError(
+                f"a batch of {smallest} samples (batch size {batch_size}, {self.num_samples} samples) cannot be "
+                f"split across {self.comm.size} processes: choose a batch size that leaves at least "
+                f"{self.comm.size} samples in every batch."
+            )
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
@@ -79,6 +95,15 @@ class DeviceLoader:
     def num_samples(self) -> int:
         """Samples yielded per epoch (fewer than ``n`` with ``drop_last``)."""
         return self.n - (self.n % self.batch_size if self.drop_last else 0)
+
+    @property
+    def local_samples(self) -> int:
+        """Samples this process yields per epoch (``num_samples`` with one process)."""
+        return sum(stop - start for start, stop in map(self._shard, range(0, self.num_samples, self.batch_size)))
+
+    def global_batch_size(self, step: int) -> int:
+        """Samples of the 0-based ``step``'s batch over all processes."""
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling order of a 0-based epoch (``fit`` calls this)."""
@@ -95,13 +120,19 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[Array, Array]]:
         order = self.order()
-        for start in range(0, self.num_samples, self.batch_size):
-            stop = min(start + self.batch_size, self.n)
+        for first in range(0, self.num_samples, self.batch_size):
+            start, stop = self._shard(first)
             if order is None:
                 xb = self._features(self.x[start:stop, ...])
                 yield xb, (xb if self.y is None else self.y[start:stop])
             else:
                 yield self.gather(order[start:stop])
+
+    def _shard(self, first: int) -> tuple[int, int]:
+        """This process's rows ``[start, stop)`` of the global batch that begins at ``first``."""
+        size, rank = self.comm.size, self.comm.rank
+        rows = min(first + self.batch_size, self.n) - first
+        return first + rows * rank // size, first + rows * (rank + 1) // size
 
     def gather(self, index: Array) -> tuple[Array, Array]:
         """The batch ``(x, y)`` of the samples at device indices ``index`` (a gather on the device)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..arrays import Array, namespace
@@ -14,6 +15,11 @@ class BatchNorm(Layer):
     Training mode uses the batch mean and biased batch variance over all batch dimensions and
     updates ``running_mean`` and the unbiased ``running_var`` with ``momentum`` (torch's
     convention: ``r ← (1 - momentum)·r + momentum·stat``). Eval mode uses the running stats.
+
+    ``sync`` (None by default) makes the batch statistics those of a batch split across
+    processes: ``sync(sums, count)`` returns ``sums`` (a per-feature array) and ``count`` summed
+    over the processes (``distributed.synchronise_batchnorm`` sets it); the batch means of the
+    forward and backward passes are then global sums divided by the global count.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -21,6 +27,7 @@ class BatchNorm(Layer):
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
+        self.sync: Callable[[Array, int], tuple[Array, int]] | None = None
 
     def __repr__(self) -> str:
         return f"BatchNorm({self.num_features})"
@@ -43,17 +50,18 @@ class BatchNorm(Layer):
             n = 1
             for size in x.shape[:-1]:
                 n *= size
-            if n < 2:
+            self.cache["n"] = n
+            mean, n_batch = self._batch_mean(xp, x, axes, n)
+            if n_batch < 2:
                 raise ValueError(f"layer {self.name!r} needs more than one sample per batch in training mode.")
-            mean = xp.mean(x, axis=axes)
             centred = x - mean
-            var = xp.mean(centred * centred, axis=axes)
+            var, _ = self._batch_mean(xp, centred * centred, axes, n)
             m = self.momentum
             running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
             running_mean *= 1.0 - m
             running_mean += m * mean
             running_var *= 1.0 - m
-            running_var += (m * n / (n - 1)) * var
+            running_var += (m * n_batch / (n_batch - 1)) * var
             self.buffers["running_mean"], self.buffers["running_var"] = running_mean, running_var
         else:
             centred = x - self.buffers["running_mean"]
@@ -72,4 +80,16 @@ class BatchNorm(Layer):
         if not self.training:
             return dxhat * inv_std
         # dx = inv_std · (dxhat - mean(dxhat) - xhat · mean(dxhat · xhat)), means over the batch
-        return inv_std * (dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes))
+        if self.sync is None:
+            return inv_std * (dxhat - xp.mean(dxhat, axis=axes) - xhat * xp.mean(dxhat * xhat, axis=axes))
+        f = self.num_features
+        sums, n = self.sync(xp.concat([xp.sum(dxhat, axis=axes), xp.sum(dxhat * xhat, axis=axes)]), self.saved("n"))
+        return inv_std * (dxhat - sums[:f] / n - xhat * (sums[f:] / n))
+
+    def _batch_mean(self, xp: Any, values: Array, axes: tuple[int, ...], n: int) -> tuple[Array, int]:
+        """The mean over ``axes`` (the batch: ``n`` samples in this process) and the batch
+        size; with ``sync``, over the batch of every process."""
+        if self.sync is None:
+            return xp.mean(values, axis=axes), n
+        sums, n = self.sync(xp.sum(values, axis=axes), n)
+        return sums / n, n

@@ -124,7 +124,7 @@ def fit(
     ``compile=True`` traces the step once and runs it compiled (JAX: a whole epoch as one
     program; torch: ``torch.compile``); other backends raise ``CompileUnsupportedError``.
     """
-    runner = CompiledSteps(model, loss, optimizer, train_loader) if compile else None
+    runner = CompiledSteps.reuse(model, loss, optimizer, train_loader) if compile else None
     history = History()
     callbacks = list(callbacks)
     stop = _InterruptFlag()

@@ -1,12 +1,15 @@
 """Full training epochs of mlp_xp (make_mlp + DeviceLoader + SoftmaxCrossEntropy + SGD + fit)
-against a same-math hand loop, the reference hand loop and PyTorch eager, interleaved.
+against a same-math hand loop, the reference hand loop, PyTorch eager and (outside --quick)
+the compiled variants, interleaved.
 
-pytest-benchmark times the package's epochs; the comparators run in its per-round ``setup``, so
-every round holds one epoch of each method (order rotating). The record (samples/s, GFLOP/s,
-share of the measured sgemm peak, ratios, versions) goes into ``extra_info``.
+pytest-benchmark times the package's epochs; the other methods run in its per-round ``setup``,
+so every round holds one epoch of each method (order rotating). The record (samples/s,
+GFLOP/s, share of the measured sgemm peak, ratios, compile seconds, operations per step,
+agreement of the final parameters, versions) goes into ``extra_info``.
 
-The only failure rule is a catastrophic regression: the package more than 1.5x slower than the
-in-run same-math hand loop (NumPy or CuPy backends); and the hand loop must reach the same loss.
+The test fails on the benchmark gate (``mlp_xp.bench.report``): the hand loop did not learn
+the data, the package did not do the hand loop's math (final parameters, last-epoch loss), or
+the package took more than 1.5x the hand loop's epoch time (NumPy and CuPy).
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ import pytest
 from mlp_xp import BackendUnavailableError, bench
 
 
-def test_epoch_throughput(benchmark, case: bench.Case, rounds: int, records: list) -> None:
+def test_epoch_throughput(benchmark, case: bench.Case, rounds: int, compiled: bool, records: list) -> None:
     try:
-        run = bench.CaseRun(case, rounds)
+        run = bench.CaseRun(case, rounds, compile=compiled)
     except BackendUnavailableError as exc:
         pytest.skip(f"backend {case.spec!r} unavailable: {exc}")
     run.warmup()
     events = run.schedule()
     package_round: list[int] = []
 
-    def comparators() -> None:  # pytest-benchmark's untimed setup: this round's events up to the package
+    def others() -> None:  # pytest-benchmark's untimed setup: this round's events up to the package
         package_round.clear()
         for r, name in events:
             if name == bench.PACKAGE:
@@ -38,13 +41,10 @@ def test_epoch_throughput(benchmark, case: bench.Case, rounds: int, records: lis
             run.run(package_round[0], bench.PACKAGE)
 
     benchmark.group = f"{case.model} B{case.batch_size}"
-    benchmark.pedantic(package_epoch, setup=comparators, rounds=rounds, iterations=1)
+    benchmark.pedantic(package_epoch, setup=others, rounds=rounds, iterations=1)
     for event in events:  # what follows the last package epoch (and all of it with --benchmark-disable)
         run.run(*event)
     record = run.record()
     benchmark.extra_info.update(record)
     records.append(record)
-    mismatch = bench.loss_mismatch(record)
-    assert mismatch is None, mismatch
-    problem = bench.regression(record)
-    assert problem is None, problem
+    assert not record["gate"], "\n".join(record["gate"])

@@ -40,6 +40,17 @@ class CompiledSteps:
         ]
         self._scalars: dict[str, tuple[float, Array]] = {}
 
+    @classmethod
+    def reuse(cls, model: Any, loss: Any, optimizer: Any, loader: Any) -> CompiledSteps:
+        """The steps an earlier ``fit`` compiled for these same objects (kept on the optimizer),
+        else new ones: a run split over several ``fit`` calls compiles once, not once per call
+        (and torch, whose recompiles are capped, does not fall back to eager)."""
+        held = getattr(optimizer, "_compiled_steps", None)
+        if held is not None and held.model is model and held.loss is loss and held.loader is loader:
+            return held
+        optimizer._compiled_steps = steps = cls(model, loss, optimizer, loader)
+        return steps
+
     # -- state: objects <-> arrays -----------------------------------------------------------
 
     def _read(self) -> State:

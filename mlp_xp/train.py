@@ -156,7 +156,7 @@ def fit(
     comm = train_loader.comm
     if compile and comm.size > 1:
         raise ValueError("compiled training does not run data-parallel yet: drop compile=True (--compile) under MPI.")
-    runner = CompiledSteps(model, loss, optimizer, train_loader) if compile else None
+    runner = CompiledSteps.reuse(model, loss, optimizer, train_loader) if compile else None
     broadcast_state(comm, model, optimizer)
     history = History()
     callbacks = list(callbacks)

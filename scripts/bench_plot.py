@@ -2,9 +2,11 @@
 
 Reads the JSON of ``mlp-xp bench --json`` or of ``pytest benchmarks/ --benchmark-json`` (the
 records are in each benchmark's ``extra_info``); several files may be given (e.g. a CPU and a
-GPU run). Solid lines: the package per backend; thin lines: the comparators (same-math hand
-loop, PyTorch eager), taken from the first backend's runs; dashed: the sgemm-peak limit (epoch
-GEMM FLOPs at the rate of the model's biggest GEMM, measured in the same run); stars: uint8 storage.
+GPU run). Solid lines: the package per backend (dash-dotted in its colour: ``fit(compile=True)``,
+from ``--compile`` runs); thin lines: the comparators (same-math hand loop, PyTorch eager,
+hand-written JAX jit+scan), taken from the first backend's runs; dashed: the sgemm-peak limit
+(epoch GEMM FLOPs at the rate of the model's biggest GEMM, measured in the same run); stars:
+uint8 storage.
 
     python scripts/bench_plot.py out/bench.json -o out/bench.png
 """
@@ -21,7 +23,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COMPARATORS = {"hand": ("hand loop, same math", ":"), "torch": ("PyTorch eager", "-.")}
+COMPARATORS = {
+    "hand": ("hand loop, same math", ":"),
+    "torch": ("PyTorch eager", "-."),
+    "jax_scan": ("JAX jit + lax.scan", (0, (5, 1, 1, 1, 1, 1))),
+}
 
 
 def load_records(paths: list[str]) -> tuple[list[dict], list[str]]:
@@ -70,6 +76,16 @@ def plot(records: list[dict], out: str, title: str = "") -> Path:
                     lw=2.2,
                     label=f"mlp_xp {backend}",
                 )
+            compiled = [r for r in mine if "package_compiled" in r.get("median_s", {})]
+            if compiled:
+                ax.plot(
+                    [r["batch_size"] for r in compiled],
+                    [r["samples"] / r["median_s"]["package_compiled"] for r in compiled],
+                    "s-.",
+                    color=colors[backend],
+                    lw=1.8,
+                    label=f"mlp_xp {backend}, compiled",
+                )
         # comparators and limits: one line per (kind, device kind), from the first backend's runs that
         # measured it (its own interleaved rounds; runs of other cases were taken at other times)
         lines: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
@@ -92,7 +108,7 @@ def plot(records: list[dict], out: str, title: str = "") -> Path:
                 ax.plot(
                     xs,
                     ys,
-                    style,
+                    linestyle=style,
                     color="0.55" if where == "CPU" else "0.15",
                     lw=1.4,
                     marker=".",

@@ -179,8 +179,9 @@ class Backend:
         """A seeded generator that creates arrays on this backend's device."""
         return HostDrawnRandom(self, seed)
 
-    def synchronize(self) -> None:
-        """Block until all queued work on the device has finished (no-op on the CPU)."""
+    def synchronize(self, *arrays: Any) -> None:
+        """Block until all queued work on the device has finished (no-op on the CPU); JAX,
+        which has no device-wide barrier, waits for ``arrays`` (what was computed)."""
 
     def memory_in_use(self) -> int | None:
         """Bytes of device memory held by the library's allocator (None on the CPU)."""

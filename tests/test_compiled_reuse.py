@@ -1,0 +1,50 @@
+"""``fit(compile=True)`` called again with the same model, loss, optimizer and loader reuses the
+compiled steps: a run split over several ``fit`` calls (resuming, or ``mlp-xp bench`` timing one
+epoch per call) compiles once, and gives the same results as one call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import resolve_backend
+
+from mlp_xp import SGD, DeviceLoader, SoftmaxCrossEntropy, compiled, fit, make_mlp
+
+
+def _objects(spec: str):
+    backend = resolve_backend(spec)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    x = (rng.standard_normal((3, 8))[y] + rng.standard_normal((200, 8))).astype(np.float32)
+    model = make_mlp(8, [16], 3).init(backend, seed=0)
+    loader = DeviceLoader(x, y, backend, batch_size=32, num_classes=3)
+    return model, SoftmaxCrossEntropy(check_labels=False), SGD(model, lr=0.1), loader
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    built: list[int] = []
+    original = compiled.CompiledSteps.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(compiled.CompiledSteps, "__init__", counting)
+    return built
+
+
+@pytest.mark.parametrize("spec", ["jax", "torch"])
+def test_fit_calls_share_one_compiled_step(spec, monkeypatch):
+    built = _count_builds(monkeypatch)
+    model, loss, optimizer, loader = _objects(spec)
+    split = [fit(model, loss, optimizer, loader, epochs=e + 1, start_epoch=e, progress=False, log=None, compile=True)
+             for e in range(3)]
+    assert len(built) == 1
+    other = DeviceLoader(loader.backend.to_numpy(loader.x), loader.backend.to_numpy(loader.y), loader.backend,
+                         batch_size=32)
+    fit(model, loss, optimizer, other, epochs=4, start_epoch=3, progress=False, log=None, compile=True)
+    assert len(built) == 2  # another loader: compiled anew, not the old loader's steps
+
+    model, loss, optimizer, loader = _objects(spec)
+    whole = fit(model, loss, optimizer, loader, epochs=3, progress=False, log=None, compile=True)
+    np.testing.assert_allclose([h.last["train_loss"] for h in split], whole["train_loss"], rtol=1e-6)

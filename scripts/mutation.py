@@ -8,10 +8,16 @@ figures: mutants generated, tested, killed, survived (each listed), and the muta
 behaviour. It exits 1 when the score is below ``--min-score``.
 
     python scripts/mutation.py --full                   # every mutant (hours on 2 cores)
-    python scripts/mutation.py --sample 40              # CI: 40 mutants drawn with --seed 0 (< 3 min)
+    python scripts/mutation.py --sample 40 --quick      # CI: 40 mutants drawn with --seed 0 (< 3 min)
     python scripts/mutation.py --since origin/main --sample 40   # only mutants of files changed since a ref
     python scripts/mutation.py --module mlp_xp/init.py  # every mutant of one module
     mutmut show <name>; mutmut browse                   # inspect a survivor afterwards
+
+``--quick`` runs the tests on the NumPy backend only and leaves out the slowest test files
+(QUICK_PYTEST_ARGS: the compiled steps, scikit-learn's estimator checks, the fuzzers), and so
+the mutants of ``compiled.py``, which only those compile tests reach: the whole suite takes
+~3 minutes, this selection ~10 s, which is what bounds a CI run. Results of a quick run and of a
+full one are never mixed: switching mode starts from a fresh ``mutants/``.
 
 Run from the repository root with mutmut 3.8 installed (``pip install -e ".[dev]"``).
 """
@@ -30,6 +36,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT = ROOT / "tests" / "mutation_equivalent.txt"
+MODE_FILE = ROOT / "mutants" / "mlp_xp-mode.txt"
+QUICK_PYTEST_ARGS = (
+    "--backend numpy --ignore=tests/test_compiled.py --ignore=tests/test_sklearn.py --ignore=tests/test_fuzz.py"
+)
+QUICK_SKIPS = (Path("mlp_xp/compiled.py"),)
+"""Modules whose mutants only the tests that ``--quick`` leaves out can reach."""
 
 
 def mutant_names(path: Path) -> list[str]:
@@ -64,11 +76,15 @@ def read_equivalent(path: Path) -> set[str]:
     return {line.split("#")[0].strip() for line in path.read_text().splitlines()} - {""}
 
 
-def run_mutmut(names: list[str] | None, max_children: int) -> None:
+def run_mutmut(names: list[str] | None, max_children: int, quick: bool) -> None:
     """``mutmut run`` on ``names`` (all mutants when None), one thread per worker: OpenMP (torch's
-    libgomp) deadlocks in a forked worker once the parent has used a thread team."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    libgomp) deadlocks in a forked worker once the parent has used a thread team; torch.compile
+    compiles in the worker itself instead of a pool of processes. ``quick`` narrows the tests
+    through ``PYTEST_ADDOPTS``, which the pytest inside mutmut reads."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_COMPILE_THREADS="1")
+    if quick:
+        env["PYTEST_ADDOPTS"] = QUICK_PYTEST_ARGS
     command = ["mutmut", "run", "--max-children", str(max_children), *(names or [])]
     done = subprocess.run(command, cwd=ROOT, env=env)
     if done.returncode != 0:
@@ -79,6 +95,22 @@ def statuses() -> dict[str, str]:
     """Every mutant's status after a run, from ``mutmut results --all true``."""
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=ROOT, check=True, capture_output=True, text=True)
     return dict(re.findall(r"^\s+(\S+): (.+)$", out.stdout, flags=re.M))
+
+
+def use_mode(mode: str, fresh: bool) -> None:
+    """Start from an empty ``mutants/`` when asked, or when its results come from the other mode."""
+    if fresh or (MODE_FILE.is_file() and MODE_FILE.read_text().strip() != mode):
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    MODE_FILE.parent.mkdir(exist_ok=True)
+    MODE_FILE.write_text(mode + "\n")
+
+
+def score(counts: dict[str, int], equivalent: int) -> float:
+    """Killed (timeouts count as killed, as mutmut scores them) out of the mutants tested, less
+    the survivors judged equivalent; a mutant no test reaches counts as not killed."""
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    tested = sum(counts.values()) - counts.get("not checked", 0) - counts.get("skipped", 0)
+    return 100.0 * killed / max(tested - equivalent, 1)
 
 
 def main() -> None:
@@ -93,14 +125,14 @@ def main() -> None:
     p.add_argument("--min-score", type=float, default=90.0, help="fail below this mutation score in %% (default 90)")
     p.add_argument("--equivalent", type=Path, default=EQUIVALENT, help="survivors judged equivalent (one per line)")
     p.add_argument("--fresh", action="store_true", help="delete mutants/ first (results of earlier runs)")
+    p.add_argument("--quick", action="store_true", help="NumPy-only tests without the slowest files (CI)")
     args = p.parse_args()
     os.chdir(ROOT)
-    if args.fresh:
-        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    use_mode("quick" if args.quick else "full", args.fresh)
 
     names_by_file = {path: mutant_names(path) for path in mutated_files()}
     generated = sorted(name for names in names_by_file.values() for name in names)
-    files = list(names_by_file)
+    files = [f for f in names_by_file if not (args.quick and f in QUICK_SKIPS)]
     if args.module is not None:
         if args.module not in names_by_file:
             sys.exit(f"{args.module} is not mutated; mutated files: {', '.join(map(str, names_by_file))}")
@@ -116,29 +148,41 @@ def main() -> None:
         selected = sorted(random.Random(args.seed).sample(selected, args.sample))
 
     started = time.perf_counter()
-    run_mutmut(None if args.full and args.since is None else selected, args.max_children)
+    if args.full and args.since is None and not args.quick:
+        run_mutmut(None, args.max_children, args.quick)
+    elif args.sample is None:  # whole modules: one pattern each
+        run_mutmut([".".join(path.with_suffix("").parts) + ".*" for path in files], args.max_children, args.quick)
+    else:
+        run_mutmut(selected, args.max_children, args.quick)
     seconds = time.perf_counter() - started
 
     status = statuses()
     results = {name: status.get(name, "not checked") for name in selected}
-    counts: dict[str, int] = {}
-    for value in results.values():
-        counts[value] = counts.get(value, 0) + 1
     equivalent = read_equivalent(args.equivalent)
     survivors = sorted(name for name, value in results.items() if value == "survived")
-    unexplained = [name for name in survivors if name not in equivalent]
-    killed = counts.get("killed", 0) + counts.get("timeout", 0)  # as mutmut scores them
-    tested = len(results) - counts.get("not checked", 0) - counts.get("skipped", 0)
-    score = 100.0 * killed / max(tested - (len(survivors) - len(unexplained)), 1)
-
     print(f"\nmutation testing: {len(generated)} mutants generated in {len(names_by_file)} files, "
-          f"{len(selected)} selected, {seconds:.0f} s")
-    print("  " + ", ".join(f"{value} {count}" for value, count in sorted(counts.items())))
+          f"{len(selected)} selected, {seconds:.0f} s" + (" (quick: NumPy tests, slow files left out)" * args.quick))
+    print(f"  {'module':28} {'mutants':>7} {'killed':>6} {'timeout':>7} {'survived':>8} {'equiv.':>6} "
+          f"{'no tests':>8} {'score':>6}")
+    module_of = {name: path for path in files for name in names_by_file[path]}
+    for path in [*files, None]:  # each module, then the total
+        names = [name for name in selected if path is None or module_of[name] == path]
+        if not names:
+            continue
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[results[name]] = counts.get(results[name], 0) + 1
+        same = sum(1 for name in names if results[name] == "survived" and name in equivalent)
+        print(f"  {str(path or 'total'):28} {len(names):7} {counts.get('killed', 0):6} {counts.get('timeout', 0):7} "
+              f"{counts.get('survived', 0) - same:8} {same:6} {counts.get('no tests', 0):8} "
+              f"{score(counts, same):5.1f}%")
     for name in survivors:
         print(f"  survived: {name}" + ("  (equivalent)" if name in equivalent else ""))
-    print(f"  score: {score:.1f} % killed of {tested} tested, {len(survivors) - len(unexplained)} equivalent excluded")
-    if score < args.min_score:
-        sys.exit(f"mutation score {score:.1f} % is below {args.min_score:.0f} %: add a test for each survivor, "
+    for name in sorted(name for name, value in results.items() if value == "no tests"):
+        print(f"  no tests: {name}")
+    total = score(counts, sum(1 for name in survivors if name in equivalent))
+    if total < args.min_score:
+        sys.exit(f"mutation score {total:.1f} % is below {args.min_score:.0f} %: add a test for each survivor, "
                  f"or list it with its reason in {args.equivalent.relative_to(ROOT)}")
 
 

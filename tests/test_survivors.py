@@ -6,8 +6,8 @@ it pins; all run on NumPy in milliseconds."""
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import re
 import sys
 
@@ -37,14 +37,16 @@ def test_summary_table_text():
     """The whole table: header, rule, rows with output widths from the first layer's width
     (a BatchNorm's ``num_features`` here), thousands separators and the footer."""
     model = Sequential(("bn", BatchNorm(4)), ("fc", Linear(4, 3)), ("act", ReLU()))
-    assert model.summary() == "\n".join([
-        "layer  type          output      params",
-        "---------------------------------------",
-        "bn     BatchNorm(4)  (batch, 4)  8",
-        "fc     Linear(4, 3)  (batch, 3)  15",
-        "act    ReLU()        (batch, 3)  0",
-        "total parameters: 23 (not initialised)",
-    ])
+    assert model.summary() == "\n".join(
+        [
+            "layer  type          output      params",
+            "---------------------------------------",
+            "bn     BatchNorm(4)  (batch, 4)  8",
+            "fc     Linear(4, 3)  (batch, 3)  15",
+            "act    ReLU()        (batch, 3)  0",
+            "total parameters: 23 (not initialised)",
+        ]
+    )
     wide = make_mlp(784, [256], 10).init("numpy")
     assert wide.summary().splitlines()[2:] == [
         "hidden1  Linear(784, 256)  (batch, 256)  200,960",
@@ -129,11 +131,27 @@ def test_binary_accuracy_of_mismatched_shapes_names_the_loss():
 
 def test_epoch_line_text():
     """The accuracies that exist, else the held-out loss; never the epoch, lr or timing keys."""
-    record = {"epoch": 3, "train_loss": 0.42671, "train_acc": 0.8431, "test_loss": 0.39, "test_acc": 0.8612,
-              "lr": 0.1, "seconds": 2.0, "samples_per_s": 12345.0}
+    record = {
+        "epoch": 3,
+        "train_loss": 0.42671,
+        "train_acc": 0.8431,
+        "test_loss": 0.39,
+        "test_acc": 0.8612,
+        "lr": 0.1,
+        "seconds": 2.0,
+        "samples_per_s": 12345.0,
+    }
     assert format_epoch(record, 10) == "epoch 3/10  loss 0.4267  train_acc 0.843  test_acc 0.861  12.3k samples/s"
-    regression = {"epoch": 1, "train_loss": 0.1, "train_acc": None, "val_loss": 0.25, "val_acc": None,
-                  "lr": 0.1, "seconds": 1.0, "samples_per_s": 100_000.0}
+    regression = {
+        "epoch": 1,
+        "train_loss": 0.1,
+        "train_acc": None,
+        "val_loss": 0.25,
+        "val_acc": None,
+        "lr": 0.1,
+        "seconds": 1.0,
+        "samples_per_s": 100_000.0,
+    }
     assert format_epoch(regression, 2) == "epoch 1/2  loss 0.1000  val_loss 0.2500  100.0k samples/s"
 
 
@@ -149,7 +167,12 @@ def test_progress_bar_on_a_terminal(monkeypatch, numpy_backend):
     bar = _progress_bar(loader, 1, 3)
     assert bar is not None
     assert (bar.total, bar.desc, bar.unit, bar.unit_scale, bar.leave, bar.mininterval) == (
-        10, "epoch 2/3", "sample", True, False, 0.5
+        10,
+        "epoch 2/3",
+        "sample",
+        True,
+        False,
+        0.5,
     )
     assert callable(bar.dynamic_ncols)  # follows the terminal's width
     bar.close()
@@ -224,8 +247,9 @@ def test_restore_converts_to_the_model_dtype(numpy_backend):
     optimizer = mlp_xp.SGD(source, 0.1, momentum=0.9)
     optimizer.prepare()
     states = {f"momentum/{k}": np.ones(v.shape, np.float32) for k, v in source.parameters().items()}
-    checkpoint = Checkpoint({"layers": layer_list(source), "optimizer": {"type": "SGD", "steps": 3}},
-                            _state(source), states)
+    checkpoint = Checkpoint(
+        {"layers": layer_list(source), "optimizer": {"type": "SGD", "steps": 3}}, _state(source), states
+    )
     model = make_mlp(4, [3], 2).init(numpy_backend, dtype="float64")
     target = mlp_xp.SGD(model, 0.1, momentum=0.9)
     restore(checkpoint, model, target)
@@ -293,7 +317,9 @@ def test_optimizer_state_errors_name_the_state(numpy_backend):
 
 def test_loss_shape_and_type_errors_name_the_loss():
     pred = np.zeros((2, 1), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"^MSE: predictions of shape \(2, 1\) do not match targets of shape \(2,\)\.$"):
+    with pytest.raises(
+        ValueError, match=r"^MSE: predictions of shape \(2, 1\) do not match targets of shape \(2,\)\.$"
+    ):
         mlp_xp.MSE().forward(pred, np.zeros(2, dtype=np.float32))
     with pytest.raises(TypeError, match=r"^MSE: predictions are numpy\.ndarray but targets are builtins\.list; put"):
         mlp_xp.MSE().forward(pred, [[0.0], [0.0]])

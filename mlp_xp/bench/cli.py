@@ -100,6 +100,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
                         _write_json(args.json, machine, records, skipped)
     if args.json:
         _write_json(args.json, machine, records, skipped)
+    if not records:
+        print("mlp-xp bench: no case was measured (every backend was skipped)", file=sys.stderr)
     print(format_table(records))
     if args.json:
         print(f"wrote {args.json}")

@@ -181,3 +181,9 @@ def test_gate_flag_turns_a_gate_failure_into_exit_1(monkeypatch, capsys, flag, c
     monkeypatch.setattr(report, "gate", lambda record: [f"{record['id']}: planted failure"])
     assert cli.main([*TINY_ARGS, *flag]) == code
     assert "mlp-xp bench: gate: numpy-784-8-10-B64-N512: planted failure" in capsys.readouterr().err
+
+
+def test_compile_seconds_are_first_epoch_less_median_for_compiled_methods_only():
+    first = {"package_compiled": 3.0, "jax_scan": 1.0, "hand": 9.0}
+    medians = {"package_compiled": 1.0, "jax_scan": 2.0, "hand": 1.0}
+    assert report.compile_seconds(first, medians) == {"package_compiled": 2.0, "jax_scan": 0.0}

@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT = ROOT / "tests" / "mutation_equivalent.txt"
 MODE_FILE = ROOT / "mutants" / "mlp_xp-mode.txt"
 QUICK_PYTEST_ARGS = (
-    "--backend numpy --ignore=tests/test_compiled.py --ignore=tests/test_sklearn.py --ignore=tests/test_fuzz.py"
+    "--backend numpy --ignore=tests/test_compiled.py --ignore=tests/test_compiled_reuse.py"
+    " --ignore=tests/test_sklearn.py --ignore=tests/test_fuzz.py"
 )
 QUICK_SKIPS = (Path("mlp_xp/compiled.py"),)
 """Modules whose mutants only the tests that ``--quick`` leaves out can reach."""

@@ -113,6 +113,7 @@ def _case_results(name: str, folder: Path) -> tuple[dict[str, np.ndarray], dict[
 EQUIVALENT = [name for name, case in CASES.items() if not case[5] and (case[4] or not case[3])]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", EQUIVALENT)
 def test_two_processes_train_like_one_with_the_global_batch(name, two_process_results):
     """SGD-momentum and Adam (with weight decay), float64 and float32, synchronised BatchNorm,
@@ -124,17 +125,20 @@ def test_two_processes_train_like_one_with_the_global_batch(name, two_process_re
     np.testing.assert_allclose(two["train_acc"], one["train_acc"], rtol=1e-12)
 
 
+@pytest.mark.subprocess
 def test_batchnorm_uses_each_process_statistics_unless_synchronised(two_process_results):
     two, one = _case_results("rank_batchnorm_float64", two_process_results)
     assert _relative(one["params"], two["rank0"]) > 1e-6
 
 
+@pytest.mark.subprocess
 def test_each_process_draws_its_own_dropout_masks(two_process_results):
     two, one = _case_results("dropout_float64", two_process_results)
     assert len(two["seeds0"]) == 2 and len(set(two["seeds0"]) | set(two["seeds1"])) == 4
     assert set(two["seeds0"]).isdisjoint(one["dropout_seeds"])
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("spec", COLLECTIVE_BACKENDS)
 def test_collectives_in_place_and_staged_through_the_host(spec, two_process_results):
     resolve_backend(spec)
@@ -150,6 +154,7 @@ def test_collectives_in_place_and_staged_through_the_host(spec, two_process_resu
 # -- the command line under mpiexec ------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_cli_train_on_two_processes_matches_one(mpiexec, tmp_path, capsys):
     """Same per-epoch metrics as one process (float64); rank 0 alone prints and writes files."""
     args = [*SMALL_RUN, "--dtype", "float64", "--batch-size", "100", "--epochs", "2", "--optimizer", "sgd"]
@@ -169,6 +174,7 @@ def test_cli_train_on_two_processes_matches_one(mpiexec, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json", "two.npz"]
 
 
+@pytest.mark.subprocess
 def test_an_exception_on_one_rank_ends_every_rank_with_its_message(mpiexec, tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(
@@ -188,6 +194,7 @@ def test_an_exception_on_one_rank_ends_every_rank_with_its_message(mpiexec, tmp_
     assert "done:" not in out
 
 
+@pytest.mark.subprocess
 def test_cuda_without_a_gpu_is_the_usual_error_on_every_rank(mpiexec, tmp_path):
     try:
         mlp_xp.get_backend("cuda")
@@ -201,6 +208,7 @@ def test_cuda_without_a_gpu_is_the_usual_error_on_every_rank(mpiexec, tmp_path):
         assert f"mlp-xp train: error (rank {rank} of 2): CUDA was requested" in err
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_saves_once_and_resume_continues_bit_identically(mpiexec, tmp_path):
     """SIGINT to the mpiexec process group (a terminal's Ctrl-C): both ranks stop at the same
     step, rank 0 alone saves; resuming that checkpoint under mpiexec for two epochs equals
@@ -240,6 +248,7 @@ def test_ctrl_c_saves_once_and_resume_continues_bit_identically(mpiexec, tmp_pat
         np.testing.assert_array_equal(a.optimizer[key], b.optimizer[key])
 
 
+@pytest.mark.subprocess
 def test_info_shows_the_mpi_library_and_world_size(mpiexec, tmp_path, capsys):
     code, out, err = _cli(mpiexec, "info", cwd=tmp_path)
     assert code == 0, out + err

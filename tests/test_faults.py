@@ -30,6 +30,7 @@ ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTH
 # -- SIGKILL during checkpoint writes ----------------------------------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_sigkill_at_random_moments_of_checkpoint_writes_never_loses_the_previous_one(tmp_path, capsys):
     """KILLS children each save checkpoints in a loop and are SIGKILLed at a random moment (after
@@ -47,6 +48,7 @@ def test_sigkill_at_random_moments_of_checkpoint_writes_never_loses_the_previous
               f"0 unreadable, 0 lost; {result['mid_write']} kills left a temporary file (killed mid-write)")
 
 
+@pytest.mark.subprocess
 def test_sigkill_during_cli_training_then_resume(tmp_path):
     """SIGKILL a real `mlp-xp train --save` once its third epoch is under way (the second is
     saved); --resume continues from the last complete epoch."""
@@ -175,6 +177,7 @@ def _interrupt(command: list[str], ready) -> tuple[int, str]:
     return proc.returncode, rest
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("command", ["eval", "predict"])
 def test_ctrl_c_in_eval_and_predict_exits_130_with_one_line(checkpoint_on_synthetic, tmp_path, command):
     """A real SIGINT while the command works (its data step replaced by a wait that says READY)."""
@@ -201,6 +204,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_in_bench_exits_130_with_one_line():
     """A real SIGINT inside the package's training epoch (sent by the process to itself after the
     first SGD step), where fit turns it into a flag: the benchmark must stop there too."""

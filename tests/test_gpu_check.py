@@ -16,6 +16,8 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import gpu_check  # noqa: E402
 
+pytestmark = pytest.mark.subprocess
+
 
 def _cuda_usable() -> bool:
     return any(state == "ok" for spec, state in mlp_xp.available_backends().items() if "cuda" in spec)

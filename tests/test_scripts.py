@@ -28,6 +28,8 @@ EXAMPLES = ("disc.py", "depth.py", "autoencoder.py", "tune.py")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FLOAT = r"(\d+\.\d+)"
 
+pytestmark = pytest.mark.subprocess
+
 
 def _require(ok: bool, what: str) -> None:
     if not ok:

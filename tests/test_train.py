@@ -366,6 +366,7 @@ def test_one_epoch_on_fashion_mnist_reaches_80_percent(fashion_mnist):
     assert history.last["test_acc"] > 0.80
 
 
+@pytest.mark.subprocess
 def test_cli_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path):
     """A real SIGINT to a running `mlp-xp train --save`: exit 130, a checkpoint, a resume hint."""
     import subprocess

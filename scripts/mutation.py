@@ -7,17 +7,20 @@ figures: mutants generated, tested, killed, survived (each listed), and the muta
 ``killed / (tested - equivalent)``, where ``--equivalent`` names survivors judged to change no
 behaviour. It exits 1 when the score is below ``--min-score``.
 
-    python scripts/mutation.py --full                   # every mutant (hours on 2 cores)
-    python scripts/mutation.py --sample 40 --quick      # CI: 40 mutants drawn with --seed 0 (< 3 min)
+    python scripts/mutation.py --full --quick --fresh   # the measured run: every mutant, NumPy tests (~25 min)
+    python scripts/mutation.py --full                   # every mutant, every backend's tests (hours on 2 cores)
+    python scripts/mutation.py --sample 60 --quick      # CI: 60 mutants drawn with --seed 0 (~2 min)
     python scripts/mutation.py --since origin/main --sample 40   # only mutants of files changed since a ref
     python scripts/mutation.py --module mlp_xp/init.py  # every mutant of one module
     mutmut show <name>; mutmut browse                   # inspect a survivor afterwards
 
-``--quick`` runs the tests on the NumPy backend only and leaves out the slowest test files
-(QUICK_PYTEST_ARGS: the compiled steps, scikit-learn's estimator checks, the fuzzers), and so
-the mutants of ``compiled.py``, which only those compile tests reach: the whole suite takes
-~3 minutes, this selection ~10 s, which is what bounds a CI run. Results of a quick run and of a
-full one are never mixed: switching mode starts from a fresh ``mutants/``.
+Tests marked ``subprocess`` (MPI launches, the CLI under signals, the example scripts) are never
+selected: they take seconds each (pyproject.toml's [tool.mutmut] selection). ``--quick`` runs the
+tests on the NumPy backend only and leaves out the slowest test files (QUICK_PYTEST_ARGS: the
+compiled steps, scikit-learn's estimator checks, the fuzzers), and so the mutants of
+``compiled.py``, which only those compile tests reach; a mutant then runs in about a second,
+which is what bounds a CI run. Results of a quick run and of a full one are never mixed:
+switching mode starts from a fresh ``mutants/``.
 
 Run from the repository root with mutmut 3.8 installed (``pip install -e ".[dev]"``).
 """

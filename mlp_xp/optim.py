@@ -69,9 +69,7 @@ class Optimizer:
         """Create the state buffers (zeros) and the weight-decay factors on the parameters'
         device, once; a compiled step calls this before tracing so that nothing is created
         inside the trace."""
-        flat = self.model.flat
-        if flat is None:
-            raise RuntimeError("the model has no parameters to optimize: call model.init(backend) first.")
+        flat = self._flat()
         flat.sync()
         if not self.state:
             xp = namespace(flat.data)
@@ -83,14 +81,20 @@ class Optimizer:
                 self._mask = flat.decay_mask()
             self._decay, self._decay_for = self._mask * self.weight_decay, self.weight_decay
 
+    def _flat(self) -> Any:
+        """The model's flat parameter buffer; a clear error before ``model.init``."""
+        if self.model.flat is None:
+            raise RuntimeError("the model has no parameters to optimize: call model.init(backend) first.")
+        return self.model.flat
+
     def step(self) -> None:
         """Update the parameters from the gradients the last ``model.backward`` stored."""
-        self.prepare()
-        self.apply(self.model.flat.grads())
+        self.apply(self._flat().grads())
 
     def apply(self, grads: Array) -> None:
         """Update the parameters from a flat gradient in ``model.flat``'s layout (which the
         update may modify in place): the step after any gradient reduction across processes."""
+        self.prepare()
         self.steps += 1
         flat = self.model.flat
         params = flat.data

@@ -92,7 +92,6 @@ def train_step(
         optimizer.step()
     else:
         model.backward(loss.backward() * share)
-        optimizer.prepare()
         optimizer.apply(comm.allreduce(model.flat.grads(), model.backend))
     return value, correct
 

@@ -167,7 +167,7 @@ def _load_safetensors(path: str | os.PathLike) -> Checkpoint:
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except SafetensorError as exc:  # anything the layout check above did not foresee
+    except (SafetensorError, ValueError) as exc:  # what the layout check did not foresee; NumPy's shape limits
         raise FileFormatError(f"{path}: not a readable safetensors file ({exc}).") from exc
     fmt = metadata.get("format")
     if fmt != FORMAT:

@@ -505,3 +505,17 @@ def test_apply_alone_prepares_state_and_the_decay_mask(numpy_backend):
         model.layers[0].params["bias"][...] = 1.0
         make(model).apply(np.zeros(model.flat.size, dtype=np.float32))
         np.testing.assert_array_equal(model.layers[0].params["bias"], [1.0])
+
+
+def test_decay_mask_is_made_on_the_parameters_device():
+    """On a non-default device (array-api-strict's device1) the decay mask lives beside the
+    parameters, and an AdamW step with it runs there (mixing devices would raise)."""
+    backend = mlp_xp.get_backend("array-api-strict:device1")
+    model = make_mlp(3, [4], 2).init(backend, seed=0)
+    mask = model.flat.decay_mask()
+    assert mask.device == model.flat.data.device == backend.device
+    assert mask.dtype == model.flat.data.dtype
+    optimizer = AdamW(model, 1e-3)
+    optimizer.apply(model.flat.data * 0.0 + 1.0)
+    assert all(buffer.device == backend.device for buffer in optimizer.state.values())
+    assert optimizer.state

@@ -123,6 +123,34 @@ def test_data_parallel_epoch_uses_each_steps_share_of_the_global_batch(numpy_bac
     assert history.last["lr"] == 0.3
 
 
+class _Partner(_Twin):
+    """Rank 0 of 2 whose partner's epoch sums (loss × samples, correct, samples) are ``sums``."""
+
+    def __init__(self, sums):
+        super().__init__()
+        self.sums = sums
+
+    def sum_floats(self, values):
+        return [v + p for v, p in zip(values, self.sums)]
+
+
+def test_two_process_epoch_record_sums_both_processes(numpy_backend):
+    """With 2 processes the record's loss and accuracy are over both processes' samples: a
+    partner that saw 6 samples with loss sum 9.0 and 3 correct enters the means."""
+    x, y = _data(14)
+    model = _model(numpy_backend)
+    reference = _clone(model, numpy_backend)
+    loader = DeviceLoader(
+        x, y, numpy_backend, batch_size=9, shuffle=False, dtype="float64", comm=_Partner((9.0, 3.0, 6))
+    )
+    history = fit(model, SoftmaxCrossEntropy(), SGD(model, 0.3), loader, epochs=1, progress=False, log=None)
+    loader = DeviceLoader(x, y, numpy_backend, batch_size=9, shuffle=False, dtype="float64", comm=_Twin())
+    alone = fit(reference, SoftmaxCrossEntropy(), SGD(reference, 0.3), loader, epochs=1, progress=False, log=None)
+    local_loss, local_correct = alone.last["train_loss"], alone.last["train_acc"] * 6
+    np.testing.assert_allclose(history.last["train_loss"], (6 * local_loss + 9.0) / 12, rtol=1e-12)
+    np.testing.assert_allclose(history.last["train_acc"], (local_correct + 3.0) / 12, rtol=1e-12)
+
+
 # -- data-parallel evaluation ----------------------------------------------------------------------
 
 

@@ -59,6 +59,7 @@ class Optimizer:
         self._decay: Array | float = weight_decay  # the flat mask × λ once prepared (unless decay_all)
         self._decay_for: float | None = None  # the λ that _decay was made for
         self._mask: Array | None = None
+        self._on: tuple[Any, str] | None = None  # the model's (backend, dtype) the state was made on
 
     def set_epoch(self, epoch: int) -> None:
         """Set the learning rate for a 0-based epoch from the schedule."""
@@ -67,10 +68,14 @@ class Optimizer:
 
     def prepare(self) -> None:
         """Create the state buffers (zeros) and the weight-decay factors on the parameters'
-        device, once; a compiled step calls this before tracing so that nothing is created
-        inside the trace."""
+        device, once, and move them after ``model.to(...)``; a compiled step calls this before
+        tracing so that nothing is created inside the trace."""
         flat = self._flat()
         flat.sync()
+        on = (self.model.backend, self.model.dtype)
+        if self._on is not None and (on[0] is not self._on[0] or on[1] != self._on[1]):
+            self._follow_model(self._on[0])
+        self._on = on
         if not self.state:
             xp = namespace(flat.data)
             self.state = {name: xp.zeros_like(flat.data) for name in self.state_names}
@@ -80,6 +85,13 @@ class Optimizer:
             if self._mask is None:
                 self._mask = flat.decay_mask()
             self._decay, self._decay_for = self._mask * self.weight_decay, self.weight_decay
+
+    def _follow_model(self, source: Any) -> None:
+        """After ``model.to(...)``: the state moves to the model's new backend and dtype (its
+        values kept, through the host), and the decay factors are made again there."""
+        target = self.model.backend
+        self.state = {k: target.asarray(source.to_numpy(v), self.model.dtype) for k, v in self.state.items()}
+        self._mask = self._decay_for = None
 
     def _flat(self) -> Any:
         """The model's flat parameter buffer; a clear error before ``model.init``."""
@@ -126,6 +138,7 @@ class Optimizer:
             grouped.setdefault(which, {})[name] = value
         flat = self.model.flat
         self.state = {which: flat.join(parts) for which, parts in grouped.items()}
+        self._on = (self.model.backend, self.model.dtype)
         if self.state and set(self.state) != set(self.state_names):
             raise ValueError(f"optimizer state lacks {sorted(set(self.state_names) - set(self.state))}.")
         self.steps = steps

@@ -519,3 +519,28 @@ def test_decay_mask_is_made_on_the_parameters_device():
     optimizer.apply(model.flat.data * 0.0 + 1.0)
     assert all(buffer.device == backend.device for buffer in optimizer.state.values())
     assert optimizer.state
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda m: SGD(m, 0.1, momentum=0.9, weight_decay=0.01), lambda m: AdamW(m, 0.01)],
+    ids=["SGD momentum decay", "AdamW"],
+)
+def test_optimizer_follows_the_model_to_another_device_and_dtype(numpy_backend, make):
+    """``model.to()`` between steps: the state (momentum, Adam's moments) moves with the
+    parameters, to array-api-strict's device1 and to float32, and the run continues as if it
+    had not moved (float32 tolerance) instead of mixing devices."""
+    moved, staying = _model(numpy_backend), _model(numpy_backend)
+    grads = _grads(moved, count=4)
+    optimizers = make(moved), make(staying)
+    for grad in grads[:2]:
+        for optimizer in optimizers:
+            optimizer.apply(grad.copy())
+    strict = mlp_xp.get_backend("array-api-strict:device1")
+    moved.to(strict, "float32")
+    for grad in grads[2:]:
+        optimizers[0].apply(strict.asarray(grad, "float32"))
+        optimizers[1].apply(grad.copy())
+    assert all(buffer.device == strict.device for buffer in optimizers[0].state.values())
+    assert all(buffer.dtype == moved.flat.data.dtype for buffer in optimizers[0].state.values())
+    np.testing.assert_allclose(strict.to_numpy(moved.flat.data), staying.flat.data, rtol=1e-5, atol=1e-6)

@@ -15,6 +15,7 @@ import mlp_xp
 from mlp_xp import SGD, Adam, AdamW, Dropout, Layer, Linear, ReLU, Sequential, make_mlp
 from mlp_xp import arrays as arrays_module
 from mlp_xp.arrays import namespace
+from mlp_xp.opcount import counting_backend
 from mlp_xp.optim import Optimizer, step_decay
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -526,21 +527,42 @@ def test_decay_mask_is_made_on_the_parameters_device():
     [lambda m: SGD(m, 0.1, momentum=0.9, weight_decay=0.01), lambda m: AdamW(m, 0.01)],
     ids=["SGD momentum decay", "AdamW"],
 )
-def test_optimizer_follows_the_model_to_another_device_and_dtype(numpy_backend, make):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reload", [False, True], ids=["", "state reloaded first"])
+def test_optimizer_follows_the_model_to_another_device_and_dtype(numpy_backend, make, dtype, reload):
     """``model.to()`` between steps: the state (momentum, Adam's moments) moves with the
-    parameters, to array-api-strict's device1 and to float32, and the run continues as if it
-    had not moved (float32 tolerance) instead of mixing devices."""
+    parameters to array-api-strict's device1 (with or without a change of dtype; also when the
+    state was just reloaded, as a checkpoint restore does), and the run continues as if it had
+    not moved (float32 tolerance) instead of mixing devices."""
     moved, staying = _model(numpy_backend), _model(numpy_backend)
     grads = _grads(moved, count=4)
     optimizers = make(moved), make(staying)
     for grad in grads[:2]:
         for optimizer in optimizers:
             optimizer.apply(grad.copy())
+    if reload:
+        optimizers[0].load_state_arrays(optimizers[0].state_arrays(), optimizers[0].steps)
     strict = mlp_xp.get_backend("array-api-strict:device1")
-    moved.to(strict, "float32")
+    moved.to(strict, dtype)
     for grad in grads[2:]:
-        optimizers[0].apply(strict.asarray(grad, "float32"))
+        optimizers[0].apply(strict.asarray(grad, dtype))
         optimizers[1].apply(grad.copy())
     assert all(buffer.device == strict.device for buffer in optimizers[0].state.values())
     assert all(buffer.dtype == moved.flat.data.dtype for buffer in optimizers[0].state.values())
     np.testing.assert_allclose(strict.to_numpy(moved.flat.data), staying.flat.data, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_factors_are_made_once():
+    """After the first step, weight decay adds exactly two operations to a step (multiply by
+    the prepared factors, add to the gradient): the factors are not made again every step."""
+    counts = {}
+    for weight_decay in (0.0, 0.01):
+        backend = counting_backend()
+        model = make_mlp(3, [4], 2).init(backend, seed=0)
+        optimizer = SGD(model, 0.1, weight_decay=weight_decay)
+        optimizer.apply(model.flat.data * 0.0 + 1.0)
+        grad = model.flat.data * 0.0 + 1.0
+        before = backend.counter.ops
+        optimizer.apply(grad)
+        counts[weight_decay] = backend.counter.ops - before
+    assert counts[0.01] == counts[0.0] + 2

@@ -25,3 +25,9 @@ def namespace(x: Array) -> Any:
         return _NAMESPACES[type(x)]
     except KeyError:
         return _NAMESPACES.setdefault(type(x), array_namespace(x))
+
+
+def moved(arrays: dict[str, Array], source: Any, target: Any, dtype: str) -> dict[str, Array]:
+    """``arrays`` of backend ``source`` as arrays of backend ``target`` in ``dtype``, copied
+    through the host (what ``Sequential.to`` and an optimizer following it do)."""
+    return {k: target.asarray(source.to_numpy(v), dtype) for k, v in arrays.items()}

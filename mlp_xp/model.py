@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from .arrays import Array, size
+from .arrays import Array, moved, size
 from .backends import Backend, get_backend, host_rng
 from .layers.base import Layer
 from .params import FlatParameters
@@ -109,7 +109,7 @@ class Sequential:
         self._require_init()
         source, target = self.backend, get_backend(backend)
         dtype = dtype or self.dtype
-        self.load_state({k: target.asarray(source.to_numpy(v), dtype) for k, v in self.state().items()})
+        self.load_state(moved(self.state(), source, target, dtype))
         for layer in self.layers:
             if getattr(layer, "rng", None) is not None:
                 layer.rng = target.random(layer.rng.seed)

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .arrays import Array, namespace
+from .arrays import Array, moved, namespace
 
 Schedule = Callable[[int], float]
 """Maps a 0-based epoch to a factor on the base learning rate."""
@@ -89,8 +89,7 @@ class Optimizer:
     def _follow_model(self, source: Any) -> None:
         """After ``model.to(...)``: the state moves to the model's new backend and dtype (its
         values kept, through the host), and the decay factors are made again there."""
-        target = self.model.backend
-        self.state = {k: target.asarray(source.to_numpy(v), self.model.dtype) for k, v in self.state.items()}
+        self.state = moved(self.state, source, self.model.backend, self.model.dtype)
         self._mask = self._decay_for = None
 
     def _flat(self) -> Any:

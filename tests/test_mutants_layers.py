@@ -28,6 +28,13 @@ def _device1() -> mlp_xp.Backend:
     return mlp_xp.get_backend("array-api-strict:device1")
 
 
+def _assert_float32_on(backend: mlp_xp.Backend, *arrays) -> None:
+    """Every array is float32 on ``backend``'s device."""
+    for array in arrays:
+        assert array.dtype == array_api_strict.float32
+        assert array.device == backend.device
+
+
 def _x(shape, seed=0, scale=1.0, shift=0.0):
     return np.random.default_rng(seed).standard_normal(shape) * scale + shift
 
@@ -97,10 +104,8 @@ def test_batchnorm_init_values_dtype_and_device():
     arrays = {**layer.params, **layer.buffers}
     assert set(arrays) == set(expected)
     for key, value in expected.items():
-        array = arrays[key]
-        assert array.dtype == array_api_strict.float32, key
-        assert array.device == backend.device, key
-        np.testing.assert_array_equal(backend.to_numpy(array), np.full(3, value, np.float32))
+        _assert_float32_on(backend, arrays[key])
+        np.testing.assert_array_equal(backend.to_numpy(arrays[key]), np.full(3, value, np.float32))
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (2, 4, 3)])
@@ -177,9 +182,7 @@ def test_batchnorm_float32_in_float32_out():
         layer.training = training
         y = layer.forward(x)
         dx = layer.backward(y)
-        for array in (y, dx, layer.grads["gamma"], layer.buffers["running_var"]):
-            assert array.dtype == array_api_strict.float32
-            assert array.device == backend.device
+        _assert_float32_on(backend, y, dx, layer.grads["gamma"], layer.buffers["running_var"])
 
 
 def test_batchnorm_training_needs_two_samples(numpy_backend):
@@ -473,9 +476,7 @@ def test_linear_init_draws_the_weight_and_zero_bias_on_the_device(init, kwargs):
     layer.init(backend, np.random.default_rng(5), "float32")
     expected = get_initializer(init, **kwargs)(np.random.default_rng(5), 3, 4)
     weight, bias = layer.params["weight"], layer.params["bias"]
-    for array in (weight, bias):
-        assert array.dtype == array_api_strict.float32
-        assert array.device == backend.device
+    _assert_float32_on(backend, weight, bias)
     np.testing.assert_allclose(backend.to_numpy(weight), expected.astype(np.float32), rtol=1e-7)
     np.testing.assert_array_equal(backend.to_numpy(bias), np.zeros(4, np.float32))
 
@@ -544,9 +545,7 @@ def test_linear_float32_in_float32_out_on_device1():
     x = backend.asarray(_x((4, 3)), "float32")
     y = layer.forward(x)
     dx = layer.backward(y)
-    for array in (y, dx, layer.grads["weight"], layer.grads["bias"]):
-        assert array.dtype == array_api_strict.float32
-        assert array.device == backend.device
+    _assert_float32_on(backend, y, dx, layer.grads["weight"], layer.grads["bias"])
 
 
 # -- Layer base class -----------------------------------------------------------------------------

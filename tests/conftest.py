@@ -19,6 +19,7 @@ JAX, array-api-strict) fails instead, and only a missing CUDA device still skips
 from __future__ import annotations
 
 import importlib
+import io
 import os
 from types import ModuleType
 
@@ -73,6 +74,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend64" in metafunc.fixturenames:
         specs = [s for s in selected if _supports_float64(s)] if selected is not None else list(BACKEND64_SPECS)
         metafunc.parametrize("backend64", specs, indirect=True, ids=specs)
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal (where the progress bar shows)."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def in_ci() -> bool:

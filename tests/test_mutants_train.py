@@ -7,12 +7,12 @@ construction. All run on NumPy, in process, in milliseconds."""
 
 from __future__ import annotations
 
-import io
 import sys
 import threading
 
 import numpy as np
 import pytest
+from conftest import Terminal
 
 import mlp_xp
 from mlp_xp import MSE, SGD, BinaryCrossEntropy, DeviceLoader, Layer, Sequential, SoftmaxCrossEntropy, evaluate, fit
@@ -38,11 +38,6 @@ class _Twin(Communicator):
 
     def sum_floats(self, values):
         return [2.0 * v for v in values]
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def _data(n=14, d=3, classes=3, seed=0):
@@ -253,7 +248,7 @@ def test_a_loss_of_exactly_100_times_the_first_epochs_is_not_divergence(numpy_ba
 
 
 def _fit_on_terminal(monkeypatch, numpy_backend, progress):
-    monkeypatch.setattr(sys, "stderr", _Terminal())
+    monkeypatch.setattr(sys, "stderr", Terminal())
     x, y = _data(8)
     model = _model(numpy_backend)
     loader = DeviceLoader(x, y, numpy_backend, batch_size=4, dtype="float64")
@@ -492,7 +487,7 @@ def test_callbacks_get_the_epoch_its_record_and_the_model_and_can_stop(numpy_bac
 
 def test_progress_bar_is_on_by_default(monkeypatch, numpy_backend):
     """Without ``progress`` given, a terminal shows the bar."""
-    monkeypatch.setattr(sys, "stderr", _Terminal())
+    monkeypatch.setattr(sys, "stderr", Terminal())
     x, y = _data(8)
     model = _model(numpy_backend)
     loader = DeviceLoader(x, y, numpy_backend, batch_size=4, dtype="float64")

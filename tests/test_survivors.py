@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import Terminal
 
 import mlp_xp
 from mlp_xp import (
@@ -155,14 +156,9 @@ def test_epoch_line_text():
     assert format_epoch(regression, 2) == "epoch 1/2  loss 0.1000  val_loss 0.2500  100.0k samples/s"
 
 
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
 def test_progress_bar_on_a_terminal(monkeypatch, numpy_backend):
     """On a terminal the bar counts the epoch's samples, scaled, and disappears when done."""
-    monkeypatch.setattr(sys, "stderr", _Terminal())
+    monkeypatch.setattr(sys, "stderr", Terminal())
     loader = DeviceLoader(np.zeros((10, 2), dtype=np.float32), np.zeros(10, dtype=np.int64), numpy_backend)
     bar = _progress_bar(loader, 1, 3)
     assert bar is not None

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from array_api_compat import array_namespace
+from array_api_compat import device as compat_device
 
 Array = Any
 """Any array of a library that follows the Array API standard."""
@@ -31,3 +32,24 @@ def moved(arrays: dict[str, Array], source: Any, target: Any, dtype: str) -> dic
     """``arrays`` of backend ``source`` as arrays of backend ``target`` in ``dtype``, copied
     through the host (what ``Sequential.to`` and an optimizer following it do)."""
     return {k: target.asarray(source.to_numpy(v), dtype) for k, v in arrays.items()}
+
+
+def device(x: Array) -> Any:
+    """The device of ``x``: its standard ``device`` attribute, read directly (the hot-path
+    variant of ``array_api_compat.device``, which first asks which library ``x`` is from);
+    the compat helper where the attribute is missing or not a plain value (JAX tracers)."""
+    found = getattr(x, "device", None)
+    return compat_device(x) if found is None or callable(found) else found
+
+
+_KINDS: dict[tuple[int, Any, str], bool] = {}
+
+
+def isdtype(xp: Any, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered per namespace, dtype and kind (NumPy's is a
+    Python function that costs microseconds, and losses ask on every call)."""
+    key = (id(xp), dtype, kind)
+    try:
+        return _KINDS[key]
+    except KeyError:
+        return _KINDS.setdefault(key, bool(xp.isdtype(dtype, kind)))

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
-
-from .arrays import Array, namespace, size
+from .arrays import Array, device, isdtype, namespace, size
 from .layers.activations import sigmoid
 
 
@@ -77,7 +75,7 @@ class SoftmaxCrossEntropy(Loss):
                     f"SoftmaxCrossEntropy: labels of shape {tuple(target.shape)} do not fit logits of shape "
                     f"{tuple(pred.shape)} (expected labels of shape {tuple(pred.shape[:-1])})."
                 )
-            if not xp.isdtype(target.dtype, "integral"):
+            if not isdtype(xp, target.dtype, "integral"):
                 raise ValueError(f"SoftmaxCrossEntropy: class labels must be integers, got dtype {target.dtype}.")
             if self.check_labels and bool(xp.any((target < 0) | (target >= classes))):
                 raise ValueError(

@@ -11,6 +11,7 @@ from array_api_compat import device as array_device
 from conftest import LIBRARY_OF_FAMILY, require_module
 
 import mlp_xp
+from mlp_xp import arrays
 from mlp_xp.backends import SPECS, BackendUnavailableError, get_backend
 
 CUDA_FAMILIES = ("cuda", "cupy", "torch:cuda", "jax:cuda")
@@ -418,3 +419,29 @@ def test_host_allocator_tuning_once_and_opt_out(monkeypatch):
     get_backend("numpy")
     get_backend("array-api-strict")
     assert calls == [(-3, 32 << 20), (-1, 256 << 20)]
+
+
+def test_hot_path_device_and_isdtype_agree_with_the_standard_helpers(backend):
+    """``arrays.device`` reads the ``device`` attribute (falling back to array-api-compat's
+    helper, as for JAX tracers) and ``arrays.isdtype`` remembers ``xp.isdtype``: same answers."""
+    xp = backend.xp
+    x = xp.zeros((2, 3), dtype=backend.dtype("float32"), device=backend.device)
+    assert arrays.device(x) == array_device(x)
+    assert arrays.device(x) == backend.device
+    for dtype in (xp.float32, xp.int64, xp.int8, xp.bool):
+        for kind in ("integral", "real floating"):
+            assert arrays.isdtype(xp, dtype, kind) is bool(xp.isdtype(dtype, kind))
+            assert arrays.isdtype(xp, dtype, kind) is bool(xp.isdtype(dtype, kind))  # remembered: the same
+
+
+def test_hot_path_device_inside_a_jax_trace():
+    jax = require_module("jax")
+    seen = []
+
+    @jax.jit
+    def traced(a):
+        seen.append((arrays.device(a), array_device(a)))
+        return a * 2
+
+    traced(jax.numpy.zeros(3))
+    assert seen and seen[0][0] == seen[0][1]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
-
-from ..arrays import Array, namespace
+from ..arrays import Array, device, namespace
 
 
 class Layer:

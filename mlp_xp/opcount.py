@@ -5,7 +5,9 @@ package issues per training step or per evaluation batch.
 count every call: array-producing namespace functions and array operators as ``ops``, views
 (``reshape``, basic slicing, ``.T``) as ``views`` (no kernel on any library), reads of values to
 the host (``float``, ``bool``, ``int``, ``to_numpy``) as ``host_reads``. Counts are exact and
-deterministic, so a test can hold them to a budget without timing anything.
+deterministic, so a test can hold them to a budget without timing anything. The counting
+backend updates the whole flat buffer, as the GPU libraries do (``updates_per_parameter`` is
+False), so these are the counts of the GPU step.
 """
 
 from __future__ import annotations

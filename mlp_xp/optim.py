@@ -12,6 +12,10 @@ gradient, with flat state buffers of the same layout: a handful of whole-buffer 
 step, whatever the number of layers. Updates are in place where the library allows; the
 result is installed through ``FlatParameters.install`` (which rebinds where arrays are
 immutable). ``lr`` and ``steps`` may be device scalars while a compiled step is traced.
+
+Where the backend says ``updates_per_parameter`` (NumPy: a call costs little there, and
+gathering the gradients into one buffer costs a pass over all of them), ``step()`` runs the
+same update on each parameter's views of those buffers instead, with the same result.
 """
 
 from __future__ import annotations
@@ -99,8 +103,14 @@ class Optimizer:
         return self.model.flat
 
     def step(self) -> None:
-        """Update the parameters from the gradients the last ``model.backward`` stored."""
-        self.apply(self._flat().grads())
+        """Update the parameters from the gradients the last ``model.backward`` stored. The
+        step may use the layers' gradients as scratch space (the per-parameter update scales
+        them in place): read them before the step, not after."""
+        flat = self._flat()
+        if self.model.backend.updates_per_parameter:
+            self._apply_per_parameter(flat.gradients())
+        else:
+            self.apply(flat.grads())
 
     def apply(self, grads: Array) -> None:
         """Update the parameters from a flat gradient in ``model.flat``'s layout (which the
@@ -110,16 +120,41 @@ class Optimizer:
         flat = self.model.flat
         params = flat.data
         if self.weight_decay:
-            params, grads = self._apply_decay(params, grads)
+            params, grads = self._apply_decay(params, grads, self._decay)
         flat.install(self._update(params, grads))
 
-    def _apply_decay(self, params: Array, grads: Array) -> tuple[Array, Array]:
-        grads += self._decay * params
+    def _apply_per_parameter(self, grads: dict[str, Array]) -> None:
+        """``apply`` parameter by parameter, on views of the flat buffers (``grads`` by
+        parameter name, each the parameter's own array, modified in place). Only for libraries
+        whose arrays update in place: the views must write through to the buffers. ``state``
+        holds the parameter's views while its update runs."""
+        self.prepare()
+        self.steps += 1
+        flat, whole = self.model.flat, self.state
+        views = {name: flat.split(buffer) for name, buffer in whole.items()}
+        try:
+            for slot in flat:
+                params, grad = slot.layer.params[slot.key], grads[slot.name]
+                if self.weight_decay and (self.decay_all or slot.decays):
+                    params, grad = self._apply_decay(params, grad, self.weight_decay)
+                self.state = {name: parts[slot.name] for name, parts in views.items()}
+                if self._update(params, grad) is not params:
+                    raise RuntimeError(
+                        f"{self.model.backend.spec} asks for per-parameter updates, but its arrays do not update "
+                        "in place: its backend must leave updates_per_parameter False."
+                    )
+        finally:
+            self.state = whole
+
+    def _apply_decay(self, params: Array, grads: Array, decay: Array | float) -> tuple[Array, Array]:
+        """Weight decay with factor ``decay`` (λ, or the flat mask × λ)."""
+        grads += decay * params
         return params, grads
 
     def _update(self, params: Array, grads: Array) -> Array:
-        """The update of the whole flat buffer; returns the new parameters (``params`` itself
-        where updated in place)."""
+        """The update of ``params`` (the flat buffer, or one parameter) from ``grads`` and the
+        matching buffers in ``state``, which it updates in place or rebinds there; returns the
+        new parameters (``params`` itself where updated in place)."""
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, Array]:
@@ -229,8 +264,8 @@ class AdamW(Adam):
     def __init__(self, model: Any, lr: float = 1e-3, *, weight_decay: float = 0.01, **kwargs: Any) -> None:
         super().__init__(model, lr, weight_decay=weight_decay, **kwargs)
 
-    def _apply_decay(self, params: Array, grads: Array) -> tuple[Array, Array]:
-        params -= self.lr * (self._decay * params)
+    def _apply_decay(self, params: Array, grads: Array, decay: Array | float) -> tuple[Array, Array]:
+        params -= self.lr * (decay * params)
         return params, grads
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .arrays import Array, namespace, size
+from .arrays import Array, device, namespace, size
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,19 @@ class FlatParameters:
         xp = namespace(flat)
         return {slot.name: xp.reshape(flat[slot.start : slot.stop], slot.shape) for slot in self.slots}
 
-    def grads(self) -> Array:
-        """The layers' gradients gathered into one flat array (one ``concat``)."""
+    def gradients(self) -> dict[str, Array]:
+        """The layers' gradients by ``"<layer>.<key>"`` (the layers' own arrays)."""
         arrays = {}
         for slot in self.slots:
             grad = slot.layer.grads.get(slot.key)
             if grad is None:
                 raise RuntimeError(f"no gradient for {slot.name}: call model.backward() before optimizer.step().")
             arrays[slot.name] = grad
-        return self.join(arrays)
+        return arrays
+
+    def grads(self) -> Array:
+        """The layers' gradients gathered into one flat array (one ``concat``)."""
+        return self.join(self.gradients())
 
     def decay_mask(self) -> Array:
         """1 for the entries of parameters that weight decay applies to (layers' ``decay``), else 0."""
@@ -89,8 +93,6 @@ class FlatParameters:
 
     @property
     def device(self) -> Any:
-        from array_api_compat import device
-
         return device(self.data)
 
     def sync(self) -> None:

@@ -4,9 +4,11 @@ and every backend (in-place views or immutable rebinding) ends with the same par
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import mlp_xp
-from mlp_xp import SGD, Adam, make_mlp
+from mlp_xp import SGD, Adam, AdamW, make_mlp
+from mlp_xp.params import FlatParameters
 
 
 def _batch(backend, n=16, seed=0):
@@ -79,3 +81,59 @@ def test_gradients_gathered_in_layout_order(numpy_backend):
     grads = model.flat.grads()
     for slot in model.flat:
         np.testing.assert_array_equal(grads[slot.start : slot.stop], slot.layer.grads[slot.key].reshape(-1))
+
+
+UPDATES = {
+    "sgd": lambda model: SGD(model, lr=0.3),
+    "sgd-momentum-decay": lambda model: SGD(model, lr=0.3, momentum=0.9, weight_decay=0.05),
+    "nesterov-decay-all": lambda model: SGD(
+        model, lr=0.3, momentum=0.9, nesterov=True, weight_decay=0.05, decay_all=True
+    ),
+    "adam-decay": lambda model: Adam(model, lr=0.05, weight_decay=0.05),
+    "adamw": lambda model: AdamW(model, lr=0.05, weight_decay=0.05),
+}
+
+
+def _trained(backend, make_optimizer, per_parameter, monkeypatch):
+    monkeypatch.setattr(backend, "updates_per_parameter", per_parameter)
+    model = make_mlp(6, [5], 3, batchnorm=True).init(backend, seed=5)
+    optimizer = make_optimizer(model)
+    for seed in range(3):
+        _step(model, optimizer, backend, seed)
+    host = {name: backend.to_numpy(a) for name, a in model.parameters().items()}
+    host.update({name: backend.to_numpy(a) for name, a in optimizer.state_arrays().items()})
+    return host
+
+
+@pytest.mark.parametrize("name", UPDATES)
+def test_per_parameter_updates_equal_whole_buffer_updates(backend, name, monkeypatch):
+    """NumPy updates parameter by parameter (``updates_per_parameter``), the GPU libraries the
+    whole flat buffer: the same arithmetic, so parameters and optimizer state agree bit for bit
+    (decay only where the layers ask for it, state written through the views). JAX, whose
+    arrays do not update in place, refuses the per-parameter path."""
+    if backend.name == "jax":
+        with pytest.raises(RuntimeError, match="do not update in place"):
+            _trained(backend, UPDATES[name], True, monkeypatch)
+        return
+    whole = _trained(backend, UPDATES[name], False, monkeypatch)
+    per_parameter = _trained(backend, UPDATES[name], True, monkeypatch)
+    assert whole.keys() == per_parameter.keys()
+    for key in whole:
+        np.testing.assert_array_equal(per_parameter[key], whole[key], err_msg=key)
+    initial = make_mlp(6, [5], 3, batchnorm=True).init("numpy", seed=5).parameters()
+    assert all(not np.array_equal(whole[key], initial[key]) for key in initial)  # every parameter trained
+
+
+def test_numpy_steps_without_gathering_the_gradients(numpy_backend, monkeypatch):
+    """On NumPy the step skips the ``concat`` of all gradients into one buffer (a pass over them)."""
+    assert numpy_backend.updates_per_parameter
+    model = make_mlp(6, [5], 3).init(numpy_backend, seed=6)
+    optimizer = SGD(model, lr=0.3, momentum=0.9)
+
+    def no_gather(self, arrays):
+        raise AssertionError("the gradients were gathered into one buffer")
+
+    monkeypatch.setattr(FlatParameters, "join", no_gather)
+    before = model.flat.data.copy()
+    _step(model, optimizer, numpy_backend)
+    assert np.abs(model.flat.data - before).max() > 1e-3

@@ -13,6 +13,10 @@ here, overridden by the one module per library (``numpy``, ``cupy``, ``torch``, 
 ``synchronize()`` / ``memory_in_use()`` / ``describe()`` / ``is_gpu``
     Wait for queued device work; bytes held by the library's allocator; versions, devices and
     BLAS threads for reports; whether arrays live in GPU memory.
+``updates_per_parameter``
+    Whether the optimizer should update parameter by parameter (views of its flat buffers)
+    rather than on the whole flat buffer: True where a call is cheap and arrays update in place
+    (NumPy), False where every operation is a kernel launch (GPUs) or arrays are immutable.
 ``compile_step(fn)`` / ``compiles`` / ``scan(body, carry, xs)`` / ``scans``
     Trace a pure step function once and run it as one compiled program (JAX, torch); the
     libraries without a compiler raise ``CompileUnsupportedError``. ``scan`` runs ``body``
@@ -148,6 +152,8 @@ class Backend:
     name: str = "?"
     module: str = "?"
     """The library's import name (for its version)."""
+    updates_per_parameter: bool = False
+    """See the module docstring; ``Optimizer.step`` reads it."""
 
     def __init__(self, xp: Any, device: Any, spec: str) -> None:
         self.xp = xp

@@ -7,6 +7,7 @@ from .base import Backend, tune_host_allocator
 
 class NumpyBackend(Backend):
     name = module = "numpy"
+    updates_per_parameter = True  # gathering the gradients into one buffer would cost a pass over them
 
 
 def create() -> NumpyBackend:

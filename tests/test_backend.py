@@ -434,6 +434,17 @@ def test_hot_path_device_and_isdtype_agree_with_the_standard_helpers(backend):
             assert arrays.isdtype(xp, dtype, kind) is bool(xp.isdtype(dtype, kind))  # remembered: the same
 
 
+def test_hot_path_device_skips_the_compat_lookup_where_the_attribute_answers(backend, monkeypatch):
+    """The point of ``arrays.device``: a plain ``device`` attribute is read, array-api-compat's
+    helper (which first works out the array's library) is asked only where it is missing or a
+    method."""
+    calls = []
+    monkeypatch.setattr(arrays, "compat_device", lambda a: calls.append(a) or array_device(a))
+    x = backend.xp.zeros((2, 3), dtype=backend.dtype("float32"), device=backend.device)
+    assert arrays.device(x) == backend.device
+    assert len(calls) == (1 if callable(getattr(x, "device", None)) else 0)
+
+
 def test_hot_path_device_inside_a_jax_trace():
     jax = require_module("jax")
     seen = []

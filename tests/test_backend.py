@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -443,6 +444,30 @@ def test_hot_path_device_skips_the_compat_lookup_where_the_attribute_answers(bac
     x = backend.xp.zeros((2, 3), dtype=backend.dtype("float32"), device=backend.device)
     assert arrays.device(x) == backend.device
     assert len(calls) == (1 if callable(getattr(x, "device", None)) else 0)
+
+
+def test_hot_path_device_falls_back_where_the_attribute_is_missing_or_a_method(monkeypatch):
+    answer = object()
+    monkeypatch.setattr(arrays, "compat_device", lambda a: answer)
+
+    class Method:  # an older library's ``device()`` method
+        def device(self):
+            raise AssertionError("arrays.device must not call a device method itself")
+
+    assert arrays.device(object()) is answer
+    assert arrays.device(Method()) is answer
+
+
+def test_hot_path_isdtype_remembers_per_namespace():
+    """Two namespaces asked about the same dtype keep their own answers; each asks once."""
+    asked = []
+
+    def namespace(answer):
+        return types.SimpleNamespace(isdtype=lambda dtype, kind: asked.append(answer) or answer)
+
+    yes, no, dtype = namespace(True), namespace(False), object()
+    assert [arrays.isdtype(xp, dtype, "integral") for xp in (yes, no, yes, no)] == [True, False, True, False]
+    assert asked == [True, False]
 
 
 def test_hot_path_device_inside_a_jax_trace():

@@ -7,6 +7,11 @@ running statistics, the optimizer's buffers, learning rate and step count, dropo
 as arrays, is bound to the objects while the step runs (or is traced), and comes back out as
 arrays; afterwards the objects get concrete arrays back, so no tracer stays on an object and
 eager code (evaluation, checkpoints) sees the current state between calls.
+
+A scan carries the parameters and the optimizer's buffers per parameter (split from the flat
+buffers once at entry, joined once at exit): under XLA, slicing the carried buffer for every
+matrix multiply and concatenating the gradients every step cost more than the few whole-buffer
+updates save. The optimizer then updates each parameter with the same rule (``parts`` mode).
 """
 
 from __future__ import annotations
@@ -54,17 +59,19 @@ class CompiledSteps:
     # -- state: objects <-> arrays -----------------------------------------------------------
 
     def _read(self) -> State:
-        """The state the step reads and writes, as held by the objects now."""
-        optimizer = self.optimizer
+        """The state the step reads and writes, as held by the objects now: the flat buffers,
+        or per-parameter arrays while a scan carries them (``optimizer.parts`` is set)."""
+        optimizer, flat = self.optimizer, self.model.flat
+        parts = optimizer.parts
         state: State = {
-            "params": self.model.flat.data,
+            "params": flat.data if parts is None else flat.arrays(),
             "buffers": [dict(layer.buffers) for layer in self.model.layers],
-            "optim": dict(optimizer.state),
+            "optim": dict(optimizer.state) if parts is None else {which: dict(p) for which, p in parts.items()},
             "lr": optimizer.lr,
             "steps": optimizer.steps,
             "rng": [generator.state for generator in self._generators],
         }
-        if not isinstance(optimizer._decay, float):
+        if optimizer.weight_decay:  # 0 ↔ λ changes the state's structure: a retrace, not a stale trace
             state["decay"] = optimizer._decay
         return state
 
@@ -73,21 +80,28 @@ class CompiledSteps:
         optimizer = self.optimizer
         for layer, buffers in zip(self.model.layers, state["buffers"]):
             layer.buffers.update(buffers)
-        optimizer.state = dict(state["optim"])
+        if isinstance(state["params"], dict):
+            optimizer.parts = {which: dict(p) for which, p in state["optim"].items()}
+        else:
+            optimizer.parts, optimizer.state = None, dict(state["optim"])
         optimizer.lr, optimizer.steps = state["lr"], state["steps"]
         for generator, key in zip(self._generators, state["rng"]):
             generator.set_state(key)
         if "decay" in state:
             optimizer._decay = state["decay"]
 
-    def _device_state(self) -> State:
-        """The objects' state with the learning rate and step count as device scalars in the
-        parameters' dtype (uploaded only when their host values change). The optimizer is
-        prepared here, outside any trace (its weight decay may have changed since)."""
-        self.optimizer.prepare()
+    def _device_state(self, per_parameter: bool = False) -> State:
+        """The objects' state with the learning rate, the step count and (for a per-parameter
+        update) the weight decay λ as device scalars in the parameters' dtype, uploaded only
+        when their host values change: a trace never bakes them in. The optimizer is prepared
+        here, outside any trace (its weight decay may have changed since)."""
+        optimizer = self.optimizer
+        optimizer.prepare()
         state = self._read()
-        for name in ("lr", "steps"):
-            host = state[name]
+        hosts = {"lr": optimizer.lr, "steps": optimizer.steps}
+        if "decay" in state and per_parameter:
+            hosts["decay"] = optimizer.weight_decay
+        for name, host in hosts.items():
             cached = self._scalars.get(name)
             if cached is None or cached[0] != host:
                 cached = self._scalars[name] = (host, self._scalar(host))
@@ -98,33 +112,41 @@ class CompiledSteps:
         return self.backend.asarray(value, self.model.flat.data.dtype)
 
     def _accept(self, state: State, steps: int) -> None:
-        """Bind a call's concrete output state; the host keeps counting steps itself."""
+        """Bind a call's concrete output state; the host keeps counting steps itself, and the
+        weight decay stays as prepared (a step never changes it)."""
         host_lr, host_steps = self.optimizer.lr, self.optimizer.steps + steps
         self._scalars["steps"] = (host_steps, state["steps"])
         self.model.flat.install(state["params"])
-        self._write(state)
+        self._write({name: value for name, value in state.items() if name != "decay"})
         self.optimizer.lr, self.optimizer.steps = host_lr, host_steps
 
     # -- the pure functions that are compiled ----------------------------------------------------
 
     def _pure_step(self, state: State, x: Array, y: Array) -> tuple[State, Array, Array | None]:
+        """One ``train_step`` as a function of ``state`` (flat or per-parameter, as it comes)."""
         from .train import train_step
 
-        outside, parameters = self._read(), self.model.flat.snapshot()
+        flat = self.model.flat
+        outside, parameters = self._read(), flat.snapshot()
         grads = [dict(layer.grads) for layer in self.model.layers]
-        self.model.flat.install(state["params"])
+        if isinstance(state["params"], dict):
+            flat.bind(state["params"])
+        else:
+            flat.install(state["params"])
         self._write(state)
         try:
             value, correct = train_step(self.model, self.loss, self.optimizer, x, y)
             return self._read(), value, correct
         finally:  # the objects get back what they held, as they held it: no tracer stays on them
             self._write(outside)
-            self.model.flat.restore(parameters)
+            flat.restore(parameters)
             for layer, held in zip(self.model.layers, grads):
                 layer.grads = held
 
     def _pure_scan(self, state: State, data: tuple[Array, Array], index: Array) -> tuple[State, Any]:
-        loader = self.loader
+        """``_pure_step`` over the rows of ``index`` (one batch each), carrying the parameters
+        and optimizer buffers per parameter; flat state in and out."""
+        loader, flat = self.loader, self.model.flat
 
         def body(carry: State, rows: Array) -> tuple[State, Any]:
             outside = loader.x, loader.y
@@ -136,7 +158,11 @@ class CompiledSteps:
             carry, value, correct = self._pure_step(carry, x, y)
             return carry, (value, correct)
 
-        return self.backend.scan(body, state, index)
+        split = {which: flat.split(buffer) for which, buffer in state["optim"].items()}
+        carry = dict(state, params=flat.split(state["params"]), optim=split)
+        carry, outputs = self.backend.scan(body, carry, index)
+        joined = {which: flat.join(parts) for which, parts in carry["optim"].items()}
+        return dict(carry, params=flat.join(carry["params"]), optim=joined), outputs
 
     # -- one epoch --------------------------------------------------------------------------------
 
@@ -151,7 +177,7 @@ class CompiledSteps:
         full = loader.num_samples // size
         if self.scan is not None and full:
             index = xp.reshape(order[: full * size], (full, size))
-            state, (values, counts) = self.scan(self._device_state(), (loader.x, loader.y), index)
+            state, (values, counts) = self.scan(self._device_state(per_parameter=True), (loader.x, loader.y), index)
             self._accept(state, full)
             yield values, counts, full * size
             start = full * size

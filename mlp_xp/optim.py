@@ -15,7 +15,8 @@ immutable). ``lr`` and ``steps`` may be device scalars while a compiled step is 
 
 Where the backend says ``updates_per_parameter`` (NumPy: a call costs little there, and
 gathering the gradients into one buffer costs a pass over all of them), ``step()`` runs the
-same update on each parameter's views of those buffers instead, with the same result.
+same update on each parameter's views of those buffers instead, with the same result. A
+compiled scan does the same on the per-parameter arrays it carries (``parts``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Optimizer:
     ``set_epoch(e)`` applies the schedule: ``lr = base_lr · schedule(e)``.
 
     ``state`` maps each name of ``state_names`` to a flat buffer in the parameters' layout,
-    created by ``prepare()`` (called by the first step)."""
+    created by ``prepare()`` (called by the first step). While a compiled scan runs, ``parts``
+    holds that state per parameter instead (``{state name: {"<layer>.<key>": array}}``), and
+    ``step()`` updates the per-parameter arrays the layers hold."""
 
     state_names: tuple[str, ...] = ()
 
@@ -60,6 +63,7 @@ class Optimizer:
         self.schedule = schedule
         self.steps = 0
         self.state: dict[str, Array] = {}
+        self.parts: dict[str, dict[str, Array]] | None = None
         self._decay: Array | float = weight_decay  # the flat mask × λ once prepared (unless decay_all)
         self._decay_for: float | None = None  # the λ that _decay was made for
         self._mask: Array | None = None
@@ -83,12 +87,14 @@ class Optimizer:
         if not self.state:
             xp = namespace(flat.data)
             self.state = {name: xp.zeros_like(flat.data) for name in self.state_names}
-        if self.decay_all:
-            self._decay = self.weight_decay
-        elif self.weight_decay and self._decay_for != self.weight_decay:  # λ may change between steps
-            if self._mask is None:
-                self._mask = flat.decay_mask()
-            self._decay, self._decay_for = self._mask * self.weight_decay, self.weight_decay
+        if self._decay_for != self.weight_decay:  # λ may change between steps
+            if self.decay_all or not self.weight_decay:
+                self._decay = self.weight_decay
+            else:
+                if self._mask is None:
+                    self._mask = flat.decay_mask()
+                self._decay = self._mask * self.weight_decay
+            self._decay_for = self.weight_decay
 
     def _follow_model(self, source: Any) -> None:
         """After ``model.to(...)``: the state moves to the model's new backend and dtype (its
@@ -107,8 +113,20 @@ class Optimizer:
         step may use the layers' gradients as scratch space (the per-parameter update scales
         them in place): read them before the step, not after."""
         flat = self._flat()
-        if self.model.backend.updates_per_parameter:
-            self._apply_per_parameter(flat.gradients())
+        if self.parts is not None:  # inside a compiled scan: prepared outside, nothing to create
+            self.steps += 1
+            flat.bind(self._update_each(flat.arrays(), flat.gradients(), self.parts, self._decay))
+        elif self.model.backend.updates_per_parameter:
+            self.prepare()
+            self.steps += 1
+            params = flat.arrays()
+            views = {which: flat.split(buffer) for which, buffer in self.state.items()}
+            updated = self._update_each(params, flat.gradients(), views, self.weight_decay)
+            if any(updated[name] is not array for name, array in params.items()):
+                raise RuntimeError(
+                    f"{self.model.backend.spec} asks for per-parameter updates, but its arrays do not update "
+                    "in place: its backend must leave updates_per_parameter False."
+                )
         else:
             self.apply(flat.grads())
 
@@ -123,28 +141,30 @@ class Optimizer:
             params, grads = self._apply_decay(params, grads, self._decay)
         flat.install(self._update(params, grads))
 
-    def _apply_per_parameter(self, grads: dict[str, Array]) -> None:
-        """``apply`` parameter by parameter, on views of the flat buffers (``grads`` by
-        parameter name, each the parameter's own array, modified in place). Only for libraries
-        whose arrays update in place: the views must write through to the buffers. ``state``
-        holds the parameter's views while its update runs."""
-        self.prepare()
-        self.steps += 1
-        flat, whole = self.model.flat, self.state
-        views = {name: flat.split(buffer) for name, buffer in whole.items()}
+    def _update_each(
+        self,
+        params: dict[str, Array],
+        grads: dict[str, Array],
+        state: dict[str, dict[str, Array]],
+        decay: Array | float,
+    ) -> dict[str, Array]:
+        """``apply``'s update parameter by parameter: ``params`` and ``grads`` by parameter
+        name, ``state`` as ``{state name: {parameter name: array}}`` (updated there), weight
+        decay λ (``decay``) on the parameters it applies to. ``self.state`` holds one
+        parameter's state while its update runs. Returns the new parameters by name."""
+        whole, updated = self.state, {}
         try:
-            for slot in flat:
-                params, grad = slot.layer.params[slot.key], grads[slot.name]
+            for slot in self.model.flat:
+                param, grad = params[slot.name], grads[slot.name]
                 if self.weight_decay and (self.decay_all or slot.decays):
-                    params, grad = self._apply_decay(params, grad, self.weight_decay)
-                self.state = {name: parts[slot.name] for name, parts in views.items()}
-                if self._update(params, grad) is not params:
-                    raise RuntimeError(
-                        f"{self.model.backend.spec} asks for per-parameter updates, but its arrays do not update "
-                        "in place: its backend must leave updates_per_parameter False."
-                    )
+                    param, grad = self._apply_decay(param, grad, decay)
+                self.state = {which: arrays[slot.name] for which, arrays in state.items()}
+                updated[slot.name] = self._update(param, grad)
+                for which, array in self.state.items():
+                    state[which][slot.name] = array
         finally:
             self.state = whole
+        return updated
 
     def _apply_decay(self, params: Array, grads: Array, decay: Array | float) -> tuple[Array, Array]:
         """Weight decay with factor ``decay`` (λ, or the flat mask × λ)."""

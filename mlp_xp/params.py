@@ -68,6 +68,17 @@ class FlatParameters:
         xp = namespace(flat)
         return {slot.name: xp.reshape(flat[slot.start : slot.stop], slot.shape) for slot in self.slots}
 
+    def arrays(self) -> dict[str, Array]:
+        """The parameters the layers hold now, by ``"<layer>.<key>"``."""
+        return {slot.name: slot.layer.params[slot.key] for slot in self.slots}
+
+    def bind(self, arrays: dict[str, Array]) -> None:
+        """Give the layers ``arrays`` (by ``"<layer>.<key>"``) as their parameters and leave
+        the buffer as it is: a compiled scan carries per-parameter arrays this way (``restore``
+        undoes it)."""
+        for slot in self.slots:
+            slot.layer.params[slot.key] = arrays[slot.name]
+
     def gradients(self) -> dict[str, Array]:
         """The layers' gradients by ``"<layer>.<key>"`` (the layers' own arrays)."""
         arrays = {}
@@ -98,9 +109,9 @@ class FlatParameters:
     def sync(self) -> None:
         """Copy parameters assigned since the last bind into the buffer (no device work when
         none was: an identity check per parameter)."""
-        current = [slot.layer.params[slot.key] for slot in self.slots]
-        if any(a is not b for a, b in zip(current, self._views)):
-            self.data = self.join({slot.name: array for slot, array in zip(self.slots, current)})
+        current = self.arrays()
+        if any(a is not b for a, b in zip(current.values(), self._views)):
+            self.data = self.join(current)
             self._bind()
 
     def install(self, data: Array) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import resolve_backend
 
-from mlp_xp import Adam, DeviceLoader, SoftmaxCrossEntropy, fit, make_mlp
+from mlp_xp import SGD, Adam, AdamW, DeviceLoader, SoftmaxCrossEntropy, fit, make_mlp
 from mlp_xp.backends import CompileUnsupportedError
 from mlp_xp.compiled import CompiledSteps
 
@@ -21,22 +21,42 @@ def _data(n=500, d=12, classes=4, seed=0):
     return (centres[y] + rng.standard_normal((n, d))).astype(np.float32), y
 
 
-def _run(spec, compile, dtype="float32", dropout=0.0, epochs=3, batch_size=64, seed=0, batchnorm=True):
+OPTIMIZERS = {
+    "sgd": lambda model: SGD(model, lr=0.1),
+    "momentum-decay": lambda model: SGD(model, lr=0.1, momentum=0.9, weight_decay=1e-2),
+    "nesterov-decay-all": lambda model: SGD(
+        model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2, decay_all=True
+    ),
+    "adam-decay": lambda model: Adam(model, lr=1e-2, weight_decay=1e-3),
+    "adamw": lambda model: AdamW(model, lr=1e-2, weight_decay=0.05),
+}
+
+
+def _run(
+    spec,
+    compile,
+    dtype="float32",
+    dropout=0.0,
+    epochs=3,
+    batch_size=64,
+    seed=0,
+    batchnorm=True,
+    optimizer="adam-decay",
+    decays=(),
+):
+    """``epochs`` epochs of ``fit``, then one more per weight decay in ``decays`` (set on the
+    optimizer between the calls)."""
     backend = resolve_backend(spec)
     x, y = _data()
     model = make_mlp(12, [16], 4, batchnorm=batchnorm, dropout=dropout).init(backend, seed=seed, dtype=dtype)
-    optimizer = Adam(model, lr=1e-2, weight_decay=1e-3)
+    optimizer = OPTIMIZERS[optimizer](model)
     loader = DeviceLoader(x, y, backend, batch_size=batch_size, num_classes=4, dtype=dtype, seed=seed)
-    history = fit(
-        model,
-        SoftmaxCrossEntropy(check_labels=False),
-        optimizer,
-        loader,
-        epochs=epochs,
-        progress=False,
-        log=None,
-        compile=compile,
-    )
+    loss = SoftmaxCrossEntropy(check_labels=False)
+    history = fit(model, loss, optimizer, loader, epochs=epochs, progress=False, log=None, compile=compile)
+    for weight_decay in decays:
+        optimizer.weight_decay = weight_decay
+        more = fit(model, loss, optimizer, loader, epochs=1, progress=False, log=None, compile=compile)
+        history.epochs += more.epochs
     state = {k: backend.to_numpy(v) for k, v in model.state().items()}
     return history, state, optimizer
 
@@ -108,3 +128,51 @@ def test_no_tracer_leaks_and_no_retrace_per_epoch(monkeypatch):
     with jax.checking_leaks():
         _run("jax", compile=True, dropout=0.2, epochs=3)
     assert sorted(traces) == [(52, 12), (64, 12)]
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_scan_carry_per_parameter_equals_numpy_eager_float64(optimizer):
+    """The scan carries each parameter and optimizer buffer on its own (joined into the flat
+    buffers at exit), the last short batch runs the flat step: with every update rule and
+    weight-decay mode, compiled JAX equals NumPy eager in float64."""
+    numpy_history, numpy_state, numpy_opt = _run("numpy", compile=False, dtype="float64", optimizer=optimizer)
+    history, state, compiled_opt = _run("jax", compile=True, dtype="float64", optimizer=optimizer)
+    np.testing.assert_allclose(history["train_loss"], numpy_history["train_loss"], rtol=1e-9)
+    for key, value in numpy_state.items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-7, atol=1e-9, err_msg=key)
+    backend = resolve_backend("jax")
+    for key, value in numpy_opt.state_arrays().items():
+        np.testing.assert_allclose(backend.to_numpy(compiled_opt.state_arrays()[key]), value, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("spec", COMPILING)
+@pytest.mark.parametrize("optimizer", ["momentum-decay", "nesterov-decay-all"])
+def test_compiled_follows_weight_decay_changed_between_fits(spec, optimizer):
+    """λ goes into the compiled step as an array: a new λ (or none, or one again) set between
+    ``fit`` calls is used, not the one the first trace saw."""
+    decays = (0.2, 0.0, 0.05)
+    numpy_history, numpy_state, _ = _run("numpy", False, "float64", epochs=1, optimizer=optimizer, decays=decays)
+    history, state, _ = _run(spec, True, "float64", epochs=1, optimizer=optimizer, decays=decays)
+    np.testing.assert_allclose(history["train_loss"], numpy_history["train_loss"], rtol=1e-9)
+    for key, value in numpy_state.items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-7, atol=1e-9, err_msg=key)
+
+
+def test_scan_body_gathers_nothing_into_flat_buffers():
+    """Per step, the scan body neither concatenates gradients nor slices a carried flat buffer:
+    the flat buffers are split once before the scan and joined once after it (one
+    ``concatenate`` for the parameters and one per optimizer buffer)."""
+    jax = pytest.importorskip("jax")
+    backend = resolve_backend("jax")
+    x, y = _data()
+    model = make_mlp(12, [16], 4).init(backend, seed=0)
+    optimizer = OPTIMIZERS["adam-decay"](model)
+    loader = DeviceLoader(x, y, backend, batch_size=64, num_classes=4, seed=0)
+    steps = CompiledSteps(model, SoftmaxCrossEntropy(check_labels=False), optimizer, loader)
+    index = backend.xp.reshape(backend.xp.arange(448), (7, 64))
+    program = jax.make_jaxpr(steps._pure_scan)(steps._device_state(per_parameter=True), (loader.x, loader.y), index)
+    (scan,) = [eqn for eqn in program.jaxpr.eqns if eqn.primitive.name == "scan"]
+    body = [eqn.primitive.name for eqn in scan.params["jaxpr"].jaxpr.eqns]
+    outside = [eqn.primitive.name for eqn in program.jaxpr.eqns]
+    assert "concatenate" not in body
+    assert outside.count("concatenate") == 1 + len(optimizer.state_names)

@@ -566,3 +566,40 @@ def test_weight_decay_factors_are_made_once():
         optimizer.apply(grad)
         counts[weight_decay] = backend.counter.ops - before
     assert counts[0.01] == counts[0.0] + 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: SGD(m, 0.1),
+        lambda m: SGD(m, 0.1, momentum=0.9, weight_decay=0.05),
+        lambda m: SGD(m, 0.1, momentum=0.9, nesterov=True, weight_decay=0.05, decay_all=True),
+        lambda m: Adam(m, 0.01, weight_decay=0.05),
+        lambda m: AdamW(m, 0.01, weight_decay=0.1),
+    ],
+    ids=["sgd", "momentum-decay", "nesterov-decay-all", "adam-decay", "adamw"],
+)
+def test_parts_mode_updates_the_carried_arrays_as_the_flat_update_does(numpy_backend, make):
+    """A compiled scan's arrangement on NumPy: the layers hold per-parameter arrays of their
+    own (not views), ``parts`` the per-parameter state and ``_decay`` λ. ``step()`` updates
+    those and leaves the flat buffers alone; three steps equal three ordinary steps."""
+    flat_model, parts_model = _model(numpy_backend), _model(numpy_backend)
+    flat_opt, parts_opt = make(flat_model), make(parts_model)
+    parts_opt.prepare()
+    buffer, state = parts_model.flat.data.copy(), {w: b.copy() for w, b in parts_opt.state.items()}
+    parts_model.flat.bind({name: a.copy() for name, a in parts_model.flat.split(buffer).items()})
+    parts_opt.parts = {w: {name: a.copy() for name, a in parts_model.flat.split(b).items()} for w, b in state.items()}
+    parts_opt._decay = parts_opt.weight_decay
+    for grad in _grads(flat_model):
+        _step(flat_opt, grad)
+        _step(parts_opt, grad)
+    flat_params = flat_model.flat.split(flat_model.flat.data)
+    for name, array in parts_model.flat.arrays().items():
+        np.testing.assert_allclose(array, flat_params[name], rtol=1e-13, err_msg=name)
+    for which, parts in parts_opt.parts.items():
+        for name, array in flat_model.flat.split(flat_opt.state[which]).items():
+            np.testing.assert_allclose(parts[name], array, rtol=1e-13, err_msg=f"{which}/{name}")
+    np.testing.assert_array_equal(parts_model.flat.data, buffer)
+    for which, whole in parts_opt.state.items():
+        np.testing.assert_array_equal(whole, state[which])
+    assert parts_opt.steps == flat_opt.steps == 3

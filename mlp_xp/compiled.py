@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .arrays import Array
+from .arrays import Array, isdtype, namespace
 
 State = dict[str, Any]
 
@@ -40,6 +40,8 @@ class CompiledSteps:
         self.model, self.loss, self.optimizer, self.loader, self.backend = model, loss, optimizer, loader, backend
         self.scan = backend.compile_step(self._pure_scan) if backend.scans else None
         optimizer.prepare()
+        if loader.y is not None:  # a memo first filled inside a trace fails torch's guard on the next call
+            isdtype(namespace(loader.y), loader.y.dtype, "integral")
         self._generators = [
             layer.rng for layer in model.layers if getattr(getattr(layer, "rng", None), "state", None) is not None
         ]
@@ -143,9 +145,10 @@ class CompiledSteps:
             for layer, held in zip(self.model.layers, grads):
                 layer.grads = held
 
-    def _pure_scan(self, state: State, data: tuple[Array, Array], index: Array) -> tuple[State, Any]:
+    def _pure_scan(self, state: State, data: tuple[Array, Array], index: Array) -> tuple[State, Array, Any]:
         """``_pure_step`` over the rows of ``index`` (one batch each), carrying the parameters
-        and optimizer buffers per parameter; flat state in and out."""
+        and optimizer buffers per parameter; flat state in and out, with the per-step losses
+        and correct counts."""
         loader, flat = self.loader, self.model.flat
 
         def body(carry: State, rows: Array) -> tuple[State, Any]:
@@ -160,9 +163,9 @@ class CompiledSteps:
 
         split = {which: flat.split(buffer) for which, buffer in state["optim"].items()}
         carry = dict(state, params=flat.split(state["params"]), optim=split)
-        carry, outputs = self.backend.scan(body, carry, index)
+        carry, (values, counts) = self.backend.scan(body, carry, index)
         joined = {which: flat.join(parts) for which, parts in carry["optim"].items()}
-        return dict(carry, params=flat.join(carry["params"]), optim=joined), outputs
+        return dict(carry, params=flat.join(carry["params"]), optim=joined), values, counts
 
     # -- one epoch --------------------------------------------------------------------------------
 
@@ -177,12 +180,26 @@ class CompiledSteps:
         full = loader.num_samples // size
         if self.scan is not None and full:
             index = xp.reshape(order[: full * size], (full, size))
-            state, (values, counts) = self.scan(self._device_state(per_parameter=True), (loader.x, loader.y), index)
-            self._accept(state, full)
+            values, counts = self._call(self.scan, full, (loader.x, loader.y), index)
             yield values, counts, full * size
             start = full * size
         for first in range(start, loader.num_samples, size):
             x, y = loader.gather(order[first : first + size])
-            state, value, count = self.step(self._device_state(), x, y)
-            self._accept(state, 1)
+            value, count = self._call(self.step, 1, x, y)
             yield value, count, x.shape[0]
+
+    def _call(self, compiled: Any, steps: int, *args: Any) -> tuple[Any, ...]:
+        """``compiled(state, *args)`` on the device state, its output state accepted; returns
+        the other outputs. Meanwhile the optimizer holds its learning rate and step count as
+        the device scalars: a compiler that replays the Python (torch.compile) then reads
+        arrays there, not host numbers that change every call (each a recompile)."""
+        optimizer = self.optimizer
+        state = self._device_state(per_parameter=compiled is self.scan)
+        host = optimizer.lr, optimizer.steps
+        optimizer.lr, optimizer.steps = state["lr"], state["steps"]
+        try:
+            state, *outputs = compiled(state, *args)
+        finally:
+            optimizer.lr, optimizer.steps = host
+        self._accept(state, steps)
+        return tuple(outputs)

@@ -176,3 +176,22 @@ def test_scan_body_gathers_nothing_into_flat_buffers():
     outside = [eqn.primitive.name for eqn in program.jaxpr.eqns]
     assert "concatenate" not in body
     assert outside.count("concatenate") == 1 + len(optimizer.state_names)
+
+
+def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch):
+    """torch.compile traces the whole step: no graph break (each one splits the step and runs
+    the rest eagerly) and one graph per batch shape, however many steps and epochs. A host
+    number read inside the step that changes per call, or a process-wide memo first filled
+    inside it (emptied here), would recompile on the next call. (Not with dropout: dynamo
+    cannot trace a draw from a ``torch.Generator``, so the step breaks at each mask.)"""
+    torch = pytest.importorskip("torch")
+    from torch._dynamo.utils import counters
+
+    from mlp_xp import arrays
+
+    monkeypatch.setattr(arrays, "_KINDS", {})
+    torch._dynamo.reset()
+    counters.clear()
+    _run("torch", compile=True, epochs=2)
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 2  # batches of 64, and the last one of 52

@@ -577,7 +577,7 @@ def test_layer_call_is_forward():
     layer = ReLU()
     x = np.array([[-1.0, 2.0]])
     np.testing.assert_array_equal(layer(x), [[0.0, 2.0]])
-    np.testing.assert_array_equal(layer.saved("y"), [[0.0, 2.0]])
+    np.testing.assert_array_equal(layer.saved("mask"), [[0.0, 1.0]])
 
 
 def test_saved_without_forward_message():

@@ -11,14 +11,21 @@ from .base import Layer
 
 
 class ReLU(Layer):
-    """``y = max(x, 0)``; ``dx = dy`` where ``y > 0``, else 0."""
+    """``y = max(x, 0)``. Training computes it as ``x · mask`` with ``mask = (x > 0)`` in
+    ``x``'s dtype, the local derivative, cached for ``dx = dy · mask``: as many operations per
+    step as ``maximum`` and a mask from ``y``, and no Python scalar in a function call (which
+    array-api-compat's torch wrappers turn into a torch.compile graph break). In eval mode,
+    with nothing to cache, it is one ``maximum``."""
 
     def forward(self, x: Array) -> Array:
-        y = self.cache["y"] = namespace(x).maximum(x, 0.0)
-        return y
+        xp = namespace(x)
+        if not self.training:
+            return xp.maximum(x, 0.0)
+        mask = self.cache["mask"] = xp.astype(x > 0, x.dtype)
+        return x * mask
 
     def backward(self, dy: Array) -> Array:
-        return dy * namespace(dy).astype(self.saved("y") > 0, dy.dtype)
+        return dy * self.saved("mask")
 
 
 class LeakyReLU(Layer):

@@ -182,8 +182,9 @@ def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch):
     """torch.compile traces the whole step: no graph break (each one splits the step and runs
     the rest eagerly) and one graph per batch shape, however many steps and epochs. A host
     number read inside the step that changes per call, or a process-wide memo first filled
-    inside it (emptied here), would recompile on the next call. (Not with dropout: dynamo
-    cannot trace a draw from a ``torch.Generator``, so the step breaks at each mask.)"""
+    inside it (emptied here), would recompile on the next call, as would gradients left on
+    the layers by an eager epoch run first. (Not with dropout: dynamo cannot trace a draw from
+    a ``torch.Generator``, so the step breaks at each mask.)"""
     torch = pytest.importorskip("torch")
     from torch._dynamo.utils import counters
 
@@ -192,6 +193,13 @@ def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch):
     monkeypatch.setattr(arrays, "_KINDS", {})
     torch._dynamo.reset()
     counters.clear()
-    _run("torch", compile=True, epochs=2)
+    backend = resolve_backend("torch")
+    x, y = _data()
+    model = make_mlp(12, [16], 4, batchnorm=True).init(backend, seed=0)
+    optimizer = OPTIMIZERS["adam-decay"](model)
+    loader = DeviceLoader(x, y, backend, batch_size=64, num_classes=4, seed=0)
+    loss = SoftmaxCrossEntropy(check_labels=False)
+    for compile, epochs in ((True, 1), (False, 1), (True, 2)):
+        fit(model, loss, optimizer, loader, epochs=epochs, progress=False, log=None, compile=compile)
     assert dict(counters["graph_break"]) == {}
     assert counters["stats"]["unique_graphs"] == 2  # batches of 64, and the last one of 52

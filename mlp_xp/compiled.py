@@ -130,7 +130,6 @@ class CompiledSteps:
 
         flat = self.model.flat
         outside, parameters = self._read(), flat.snapshot()
-        grads = [dict(layer.grads) for layer in self.model.layers]
         if isinstance(state["params"], dict):
             flat.bind(state["params"])
         else:
@@ -142,8 +141,8 @@ class CompiledSteps:
         finally:  # the objects get back what they held, as they held it: no tracer stays on them
             self._write(outside)
             flat.restore(parameters)
-            for layer, held in zip(self.model.layers, grads):
-                layer.grads = held
+            for layer in self.model.layers:  # _call gave them none
+                layer.grads = {}
 
     def _pure_scan(self, state: State, data: tuple[Array, Array], index: Array) -> tuple[State, Array, Any]:
         """``_pure_step`` over the rows of ``index`` (one batch each), carrying the parameters

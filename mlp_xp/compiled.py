@@ -190,21 +190,21 @@ class CompiledSteps:
     def _call(self, compiled: Any, steps: int, *args: Any) -> tuple[Any, ...]:
         """``compiled(state, *args)`` on the device state, its output state accepted; returns
         the other outputs. Meanwhile the optimizer holds its learning rate and step count as
-        the device scalars and the layers hold no gradients (an eager step's come back after):
-        a compiler that replays the Python (torch.compile) then sees the same objects on every
-        call, not host numbers that change per call or gradients left by eager steps (each a
-        recompile)."""
+        the device scalars and the layers hold no gradients and no forward caches (an eager
+        step's gradients and an evaluation's caches come back after): a compiler that replays
+        the Python (torch.compile) then sees the same objects on every call, not host numbers
+        that change per call or arrays left by eager work (each a recompile)."""
         optimizer, layers = self.optimizer, self.model.layers
         state = self._device_state(per_parameter=compiled is self.scan)
-        host, grads = (optimizer.lr, optimizer.steps), [layer.grads for layer in layers]
+        host, held = (optimizer.lr, optimizer.steps), [(layer.grads, layer.cache) for layer in layers]
         optimizer.lr, optimizer.steps = state["lr"], state["steps"]
         for layer in layers:
-            layer.grads = {}
+            layer.grads, layer.cache = {}, {}
         try:
             state, *outputs = compiled(state, *args)
         finally:
             optimizer.lr, optimizer.steps = host
-            for layer, held in zip(layers, grads):
-                layer.grads = held
+            for layer, (grads, cache) in zip(layers, held):
+                layer.grads, layer.cache = grads, cache
         self._accept(state, steps)
         return tuple(outputs)

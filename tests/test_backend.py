@@ -13,7 +13,7 @@ from conftest import LIBRARY_OF_FAMILY, require_module
 
 import mlp_xp
 from mlp_xp import arrays
-from mlp_xp.backends import SPECS, BackendUnavailableError, get_backend
+from mlp_xp.backends import SPECS, BackendUnavailableError, counter, get_backend
 
 CUDA_FAMILIES = ("cuda", "cupy", "torch:cuda", "jax:cuda")
 
@@ -306,6 +306,42 @@ def test_host_drawn_random_identical_across_backends(other_backend):
         assert array_device(got) == other_backend.device
         np.testing.assert_array_equal(other_backend.to_numpy(got), expected)
     np.testing.assert_array_equal(other_backend.to_numpy(mine.permutation(50)), reference.permutation(50))
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.7])
+def test_counter_mask_statistics(backend, keep):
+    """The counter-based masks (drawn inside torch.compile): the keep fraction, draws of one
+    key independent of each other, neighbouring elements independent, and the key advanced
+    by one per draw on the device."""
+    key = counter.new_key(backend, 2**40 + 3)  # the seed is taken mod 2**32
+    first, key = counter.bernoulli_mask(key, (200, 250), keep, backend.xp.float32)
+    second, key = counter.bernoulli_mask(key, (200, 250), keep, backend.xp.float32)
+    assert first.dtype == backend.xp.float32 and tuple(first.shape) == (200, 250)
+    assert array_device(first) == array_device(key) == backend.device
+    np.testing.assert_array_equal(backend.to_numpy(key), [3, 2])
+    a, b = backend.to_numpy(first), backend.to_numpy(second)
+    assert set(np.unique(a)) <= {0.0, 1.0}
+    assert abs(a.mean() - keep) < 0.01 and abs(b.mean() - keep) < 0.01
+    both = keep * keep  # independent draws agree on a kept element this often
+    assert abs((a * b).mean() - both) < 0.01
+    assert abs((a[:, 1:] * a[:, :-1]).mean() - both) < 0.01
+    assert abs((a[1:] * a[:-1]).mean() - both) < 0.01
+
+
+def test_counter_masks_identical_across_backends(other_backend):
+    """The same key gives the same bits on every library (int64 arithmetic, no overflow);
+    another seed gives another mask."""
+    def draws(backend, seed):
+        key, masks = counter.new_key(backend, seed), []
+        for _ in range(2):
+            mask, key = counter.bernoulli_mask(key, (30, 40), 0.6, backend.xp.float32)
+            masks.append(backend.to_numpy(mask))
+        return masks
+
+    expected = draws(get_backend("numpy"), 5)
+    for got, want in zip(draws(other_backend, 5), expected):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(draws(other_backend, 6)[0], expected[0])
 
 
 def test_host_rng_is_seeded():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import resolve_backend
 
-from mlp_xp import SGD, Adam, AdamW, DeviceLoader, SoftmaxCrossEntropy, fit, make_mlp
+from mlp_xp import SGD, Adam, AdamW, DeviceLoader, Dropout, SoftmaxCrossEntropy, fit, make_mlp
 from mlp_xp.backends import CompileUnsupportedError
 from mlp_xp.compiled import CompiledSteps
 
@@ -87,10 +87,13 @@ def test_compiled_float64_equals_numpy_eager(spec):
         np.testing.assert_allclose(state[key], value, rtol=1e-7, atol=1e-9, err_msg=key)
 
 
-def test_compiled_dropout_same_seed_same_run():
-    first, first_state, _ = _run("jax", compile=True, dropout=0.3)
-    second, second_state, _ = _run("jax", compile=True, dropout=0.3)
-    other, _, _ = _run("jax", compile=True, dropout=0.3, seed=1)
+@pytest.mark.parametrize("spec", COMPILING)
+def test_compiled_dropout_same_seed_same_run(spec):
+    """Masks come from the RNG state the compiled step carries: the same seed gives the same
+    run, another seed another one."""
+    first, first_state, _ = _run(spec, compile=True, dropout=0.3)
+    second, second_state, _ = _run(spec, compile=True, dropout=0.3)
+    other, _, _ = _run(spec, compile=True, dropout=0.3, seed=1)
     assert first["train_loss"] == second["train_loss"]
     for key, value in first_state.items():
         np.testing.assert_array_equal(second_state[key], value)
@@ -178,13 +181,16 @@ def test_scan_body_gathers_nothing_into_flat_buffers():
     assert outside.count("concatenate") == 1 + len(optimizer.state_names)
 
 
-def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch, dropout):
     """torch.compile traces the whole step: no graph break (each one splits the step and runs
     the rest eagerly) and one graph per batch shape, however many steps and epochs. A host
     number read inside the step that changes per call, or a process-wide memo first filled
     inside it (emptied here), would recompile on the next call, as would gradients left on
-    the layers by an eager epoch run first. (Not with dropout: dynamo cannot trace a draw from
-    a ``torch.Generator``, so the step breaks at each mask.)"""
+    the layers by an eager epoch run first or forward caches left by an evaluation; a dropout
+    mask drawn from a ``torch.Generator`` would break the graph (dynamo cannot trace one). The
+    masks' key comes back from every compiled step advanced by one draw (a key not carried as
+    step state repeats its masks)."""
     torch = pytest.importorskip("torch")
     from torch._dynamo.utils import counters
 
@@ -195,11 +201,14 @@ def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch):
     counters.clear()
     backend = resolve_backend("torch")
     x, y = _data()
-    model = make_mlp(12, [16], 4, batchnorm=True).init(backend, seed=0)
+    model = make_mlp(12, [16], 4, batchnorm=True, dropout=dropout).init(backend, seed=0)
     optimizer = OPTIMIZERS["adam-decay"](model)
     loader = DeviceLoader(x, y, backend, batch_size=64, num_classes=4, seed=0)
     loss = SoftmaxCrossEntropy(check_labels=False)
+    val = DeviceLoader(x[:100], y[:100], backend, batch_size=64, num_classes=4, shuffle=False)
     for compile, epochs in ((True, 1), (False, 1), (True, 2)):
-        fit(model, loss, optimizer, loader, epochs=epochs, progress=False, log=None, compile=compile)
+        fit(model, loss, optimizer, loader, epochs=epochs, val_loader=val, progress=False, log=None, compile=compile)
     assert dict(counters["graph_break"]) == {}
     assert counters["stats"]["unique_graphs"] == 2  # batches of 64, and the last one of 52
+    counts = [backend.to_numpy(layer.rng.key)[1] for layer in model.layers if isinstance(layer, Dropout)]
+    assert counts == ([3 * 8] if dropout else [])  # 3 compiled epochs of 8 steps

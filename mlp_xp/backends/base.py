@@ -91,7 +91,8 @@ class DeviceRandom:
 
     Subclasses implement ``_normal``, ``_uniform`` and ``permutation``; shapes are tuples,
     dtypes are names (``"float32"``) or namespace dtypes. ``state``/``set_state`` expose
-    the generator state as an array where a compiled step must carry it (JAX keys).
+    the generator state as an array where a compiled step must carry it (JAX keys; torch's
+    counter-based key for masks drawn under ``torch.compile``, see ``counter``).
     """
 
     def __init__(self, backend: Backend, seed: int) -> None:

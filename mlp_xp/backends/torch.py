@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import counter
 from .base import Backend, BackendUnavailableError, DeviceRandom
 
 
 class TorchRandom(DeviceRandom):
-    """A seeded ``torch.Generator`` on the backend's device."""
+    """A seeded ``torch.Generator`` on the backend's device, and for the masks drawn inside
+    ``torch.compile`` (where dynamo cannot trace a generator) a counter-based key that the
+    compiled step carries (``state``/``set_state``, see ``counter``). The same seed gives the
+    same run either way; compiled masks differ from eager ones."""
 
     def __init__(self, backend: TorchBackend, seed: int) -> None:
         super().__init__(backend, seed)
@@ -17,6 +21,20 @@ class TorchRandom(DeviceRandom):
 
         self._torch = torch
         self._gen = torch.Generator(device=backend.device).manual_seed(seed)
+        self.key = counter.new_key(backend, seed)
+
+    def bernoulli_mask(self, shape, keep_prob, dtype="float32"):
+        if not self._torch.compiler.is_compiling():
+            return super().bernoulli_mask(shape, keep_prob, dtype)
+        mask, self.key = counter.bernoulli_mask(self.key, tuple(shape), keep_prob, self.backend.dtype(dtype))
+        return mask
+
+    @property
+    def state(self) -> Any:
+        return self.key
+
+    def set_state(self, key: Any) -> None:
+        self.key = key
 
     def _normal(self, shape, dtype):
         return self._torch.randn(shape, generator=self._gen, device=self.backend.device, dtype=dtype)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import Array
-from .backends import Backend, BackendUnavailableError, get_backend
+from .backends import Backend, BackendUnavailableError, derived_seed, get_backend
 from .layers import BatchNorm
 
 __all__ = [
@@ -311,8 +311,7 @@ def per_rank_dropout(model: Any, comm: Communicator) -> None:
     for layer in model.layers:
         generator = getattr(layer, "rng", None)
         if generator is not None:
-            seed = int(np.random.SeedSequence([generator.seed, comm.rank]).generate_state(1)[0] >> 1)
-            layer.rng = model.backend.random(seed)
+            layer.rng = model.backend.random(derived_seed(generator.seed, comm.rank))
 
 
 def synchronise_batchnorm(model: Any, comm: Communicator) -> None:

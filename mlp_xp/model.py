@@ -133,6 +133,12 @@ class Sequential:
             layer.training = True
         return self
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell every layer that epoch ``epoch`` (0-based) begins (``fit`` does, each epoch):
+        Dropout restarts its masks at a stream of its seed and the epoch."""
+        for layer in self.layers:
+            layer.set_epoch(epoch)
+
     def eval(self) -> Sequential:
         """Evaluation mode (dropout off, BatchNorm uses running statistics)."""
         for layer in self.layers:

@@ -164,6 +164,7 @@ def fit(
         for epoch in range(start_epoch, epochs):
             optimizer.set_epoch(epoch)
             train_loader.set_epoch(epoch)
+            model.set_epoch(epoch)
             model.train()
             started = time.perf_counter()
             batches = runner.epoch() if runner else _eager_epoch(model, loss, optimizer, train_loader)

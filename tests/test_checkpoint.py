@@ -62,6 +62,37 @@ def test_round_trip_gives_identical_predictions_and_optimizer_state(tmp_path, ba
         np.testing.assert_array_equal(backend.to_numpy(other_optimizer.state_arrays()[key]), backend.to_numpy(value))
 
 
+def test_fit_resumed_from_a_checkpoint_equals_the_uninterrupted_run_with_dropout(tmp_path, backend):
+    """Dropout restarts its masks every epoch at a stream of its seed and the epoch, so a run
+    saved after epoch 1 and resumed by a new process (a new model built with the same seed,
+    the checkpoint restored) draws the masks the uninterrupted run drew: the same weights;
+    compiled too, where the backend compiles (the masks' key is step state there)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 12)).astype(np.float32), rng.integers(0, 3, 200)
+    loss = mlp_xp.SoftmaxCrossEntropy(check_labels=False)
+
+    def run(epochs, start_epoch=0, checkpoint=None, compile=False):
+        model = mlp_xp.make_mlp(**MODEL_CONFIG).init(backend, seed=0)
+        optimizer = mlp_xp.SGD(model, lr=0.1, momentum=0.9)
+        if checkpoint is not None:
+            mlp_xp.restore(mlp_xp.load_checkpoint(checkpoint), model, optimizer)
+        loader = mlp_xp.DeviceLoader(x, y, backend, batch_size=32, num_classes=3, seed=0)
+        mlp_xp.fit(
+            model, loss, optimizer, loader, epochs=epochs, start_epoch=start_epoch, progress=False, log=None,
+            compile=compile,
+        )
+        return model, optimizer
+
+    for compile in (False, True) if backend.compiles else (False,):
+        straight, _ = run(3, compile=compile)
+        model, optimizer = run(1, compile=compile)
+        mlp_xp.save_checkpoint(tmp_path / "run.safetensors", model, optimizer, epoch=1)
+        resumed, _ = run(3, start_epoch=1, checkpoint=tmp_path / "run.safetensors", compile=compile)
+        for key, value in straight.state().items():
+            got = backend.to_numpy(resumed.state()[key])
+            np.testing.assert_array_equal(got, backend.to_numpy(value), err_msg=f"{key}, compile={compile}")
+
+
 def test_any_safetensors_reader_shows_tensors_and_metadata(tmp_path, numpy_backend):
     model, optimizer, _ = _trained(numpy_backend)
     path = mlp_xp.save_checkpoint(tmp_path / "run.safetensors", model, optimizer, epoch=3, history=[{"epoch": 1}])

@@ -212,8 +212,9 @@ def test_cuda_without_a_gpu_is_the_usual_error_on_every_rank(mpiexec, tmp_path):
 def test_ctrl_c_saves_once_and_resume_continues_bit_identically(mpiexec, tmp_path):
     """SIGINT to the mpiexec process group (a terminal's Ctrl-C): both ranks stop at the same
     step, rank 0 alone saves; resuming that checkpoint under mpiexec for two epochs equals
-    resuming it for one epoch and then once more, bit for bit."""
+    resuming it for one epoch and then once more, bit for bit (each rank's dropout masks too)."""
     run = [*SMALL_RUN, "--synthetic-size", "1000", "--batch-size", "10", "--optimizer", "adam", "--batchnorm"]
+    run += ["--dropout", "0.2"]
     proc = _start(mpiexec, "-m", "mlp_xp.cli", "train", *run, "--epochs", "500", "--save", "c.npz", cwd=tmp_path)
     lines = []
     for line in proc.stdout:  # wait until epoch 1 has been logged (and saved)

@@ -317,11 +317,12 @@ def test_cli_train_eval_predict_end_to_end(idx_dir, tmp_path, capsys):
     assert right >= 5  # the model scores > 0.9 on this test set
 
 
-def test_cli_resume_gives_the_same_weights_as_an_uninterrupted_run(idx_dir, tmp_path):
+@pytest.mark.parametrize("model", [(), ("--dropout", "0.3")])
+def test_cli_resume_gives_the_same_weights_as_an_uninterrupted_run(idx_dir, tmp_path, model):
     straight, resumed = tmp_path / "straight.npz", tmp_path / "resumed.npz"
-    assert _cli_train(idx_dir, "--epochs", "4", "--save", str(straight)) == 0
-    assert _cli_train(idx_dir, "--epochs", "2", "--save", str(resumed)) == 0
-    assert _cli_train(idx_dir, "--epochs", "4", "--resume", str(resumed), "--save", str(resumed)) == 0
+    assert _cli_train(idx_dir, *model, "--epochs", "4", "--save", str(straight)) == 0
+    assert _cli_train(idx_dir, *model, "--epochs", "2", "--save", str(resumed)) == 0
+    assert _cli_train(idx_dir, *model, "--epochs", "4", "--resume", str(resumed), "--save", str(resumed)) == 0
     a, b = mlp_xp.load_checkpoint(straight), mlp_xp.load_checkpoint(resumed)
     assert b.meta["epoch"] == 4 and len(b.meta["history"]) == 4
     for key in a.model:

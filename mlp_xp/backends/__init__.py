@@ -16,6 +16,7 @@ from .base import (
     CompileUnsupportedError,
     DeviceRandom,
     HostDrawnRandom,
+    derived_seed,
     host_rng,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "CompileUnsupportedError",
     "DeviceRandom",
     "HostDrawnRandom",
+    "derived_seed",
     "get_backend",
     "available_backends",
     "host_rng",

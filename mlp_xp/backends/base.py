@@ -36,6 +36,7 @@ import array_api_compat
 import numpy as np
 
 __all__ = [
+    "derived_seed",
     "tune_host_allocator",
     "Backend",
     "BackendUnavailableError",
@@ -59,6 +60,11 @@ class CompileUnsupportedError(ValueError):
 def host_rng(seed: int | tuple[int, ...]) -> np.random.Generator:
     """Seeded host generator: the same draws on every backend (initial weights, permutations)."""
     return np.random.default_rng(seed)
+
+
+def derived_seed(*entropy: int) -> int:
+    """A seed in [0, 2**31) derived from several integers (a seed and an epoch or a rank)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] >> 1)
 
 
 _HOST_ALLOCATOR_TUNED = False
@@ -92,12 +98,22 @@ class DeviceRandom:
     Subclasses implement ``_normal``, ``_uniform`` and ``permutation``; shapes are tuples,
     dtypes are names (``"float32"``) or namespace dtypes. ``state``/``set_state`` expose
     the generator state as an array where a compiled step must carry it (JAX keys; torch's
-    counter-based key for masks drawn under ``torch.compile``, see ``counter``).
+    counter-based key for masks drawn under ``torch.compile``, see ``counter``). Subclasses
+    set their stream to a seed in ``_start`` (called with ``seed`` on creation).
     """
 
     def __init__(self, backend: Backend, seed: int) -> None:
         self.backend = backend
         self.seed = seed
+
+    def restart(self, epoch: int) -> None:
+        """Restart the stream at a seed derived from ``seed`` and ``epoch`` (``seed`` is kept):
+        ``fit`` restarts the dropout generators every epoch, so a run resumed at an epoch
+        boundary draws the masks that the uninterrupted run drew, on every library."""
+        self._start(derived_seed(self.seed, epoch))
+
+    def _start(self, seed: int) -> None:
+        raise NotImplementedError
 
     def normal(self, shape: tuple[int, ...], dtype: Any = "float32") -> Any:
         """Standard normal draws of ``shape``."""
@@ -130,6 +146,9 @@ class HostDrawnRandom(DeviceRandom):
 
     def __init__(self, backend: Backend, seed: int) -> None:
         super().__init__(backend, seed)
+        self._start(seed)
+
+    def _start(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
 
     def _normal(self, shape, dtype):

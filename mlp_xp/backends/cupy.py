@@ -17,9 +17,12 @@ class CupyRandom(DeviceRandom):
 
     def __init__(self, backend: CupyBackend, seed: int) -> None:
         super().__init__(backend, seed)
+        self._start(seed)
+
+    def _start(self, seed: int) -> None:
         import cupy
 
-        with backend.device:
+        with self.backend.device:
             self._state = cupy.random.RandomState(seed)
 
     def _normal(self, shape, dtype):

@@ -25,8 +25,11 @@ class JaxRandom(DeviceRandom):
         super().__init__(backend, seed)
         import jax
 
-        self._random = jax.random
-        self.key = jax.device_put(jax.random.PRNGKey(seed), backend.device)
+        self._random, self._put = jax.random, jax.device_put
+        self._start(seed)
+
+    def _start(self, seed: int) -> None:
+        self.key = self._put(self._random.PRNGKey(seed), self.backend.device)
 
     def _next(self):
         self.key, sub = self._random.split(self.key)

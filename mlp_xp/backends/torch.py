@@ -20,8 +20,12 @@ class TorchRandom(DeviceRandom):
         import torch
 
         self._torch = torch
-        self._gen = torch.Generator(device=backend.device).manual_seed(seed)
-        self.key = counter.new_key(backend, seed)
+        self._gen = torch.Generator(device=backend.device)
+        self._start(seed)
+
+    def _start(self, seed: int) -> None:
+        self._gen.manual_seed(seed)
+        self.key = counter.new_key(self.backend, seed)
 
     def bernoulli_mask(self, shape, keep_prob, dtype="float32"):
         if not self._torch.compiler.is_compiling():

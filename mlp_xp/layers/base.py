@@ -50,6 +50,9 @@ class Layer:
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Create parameters on ``backend`` in ``dtype``, drawing from the host generator ``rng``."""
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by ``fit`` as epoch ``epoch`` (0-based) begins (Dropout restarts its masks)."""
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the parameters ``init`` creates (known before ``init``)."""
         return {}

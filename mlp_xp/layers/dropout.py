@@ -11,7 +11,8 @@ from .base import Layer
 class Dropout(Layer):
     """Zero each activation with probability ``p`` and scale the rest by ``1/(1-p)`` in
     training mode; identity in eval mode. Masks are drawn on the device by ``rng``
-    (a ``DeviceRandom``, set by ``init``; assign another to control the masks)."""
+    (a ``DeviceRandom``, set by ``init``; assign another to control the masks), restarted
+    by ``set_epoch`` at a stream of its seed and the epoch."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -25,6 +26,10 @@ class Dropout(Layer):
 
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         self.rng = backend.random(int(rng.integers(2**31)))
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.rng is not None:
+            self.rng.restart(epoch)
 
     def forward(self, x: Array) -> Array:
         if not self.training or self.p == 0.0:

@@ -95,11 +95,11 @@ def tune_host_allocator() -> None:
 class DeviceRandom:
     """Seeded random arrays created on a backend's device.
 
-    Subclasses implement ``_normal``, ``_uniform`` and ``permutation``; shapes are tuples,
-    dtypes are names (``"float32"``) or namespace dtypes. ``state``/``set_state`` expose
-    the generator state as an array where a compiled step must carry it (JAX keys; torch's
-    counter-based key for masks drawn under ``torch.compile``, see ``counter``). Subclasses
-    set their stream to a seed in ``_start`` (called with ``seed`` on creation).
+    Subclasses implement ``_start`` (set the stream to a seed; called with ``seed`` on
+    creation and by ``restart``), ``_normal``, ``_uniform`` and ``permutation``; shapes are
+    tuples, dtypes are names (``"float32"``) or namespace dtypes. ``state``/``set_state``
+    expose the generator state as an array where a compiled step must carry it (JAX keys;
+    torch's counter-based key for masks drawn under ``torch.compile``, see ``counter``).
     """
 
     def __init__(self, backend: Backend, seed: int) -> None:
@@ -113,7 +113,7 @@ class DeviceRandom:
         self._start(derived_seed(self.seed, epoch))
 
     def _start(self, seed: int) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _start(seed) to (re)start its stream.")
 
     def normal(self, shape: tuple[int, ...], dtype: Any = "float32") -> Any:
         """Standard normal draws of ``shape``."""

@@ -328,6 +328,38 @@ def test_counter_mask_statistics(backend, keep):
     assert abs((a[1:] * a[:-1]).mean() - both) < 0.01
 
 
+def _reference_counter_bits(seed: int, counter_value: int, n: int) -> list[int]:
+    """The module docstring's formula in Python integers, with Mueller's hash written out."""
+    def mix(h):
+        for _ in range(2):
+            h = (((h >> 16) ^ h) * 0x45D9F3B) % 2**32
+        return (h >> 16) ^ h
+
+    golden = round(2**32 / ((1 + 5**0.5) / 2) ** 2)
+    stream = mix((mix(seed % 2**32) + counter_value) % 2**32)
+    return [mix(mix(i * golden % 2**32) ^ stream) for i in range(n)]
+
+
+@pytest.mark.parametrize("spec", ["numpy", "array-api-strict:device1"])
+@pytest.mark.parametrize("seed", [0, 7, 2**31 - 1, 2**32 + 5])
+def test_counter_masks_follow_the_documented_hash(spec, seed):
+    """Masks of draws 0 and 1 against the formula computed with Python integers: element i is
+    kept iff its 32 bits are below keep_prob·2³² (an element whose bits equal it is dropped);
+    on NumPy and on the emulated device (every array of the draw on the key's device)."""
+    backend = get_backend(spec)
+    key = counter.new_key(backend, seed)
+    np.testing.assert_array_equal(backend.to_numpy(key), [seed % 2**32, 0])
+    for draw in range(2):
+        bits = _reference_counter_bits(seed, draw, 150)
+        keep = bits[0] / 2**32  # element 0 sits exactly at the threshold
+        mask, key = counter.bernoulli_mask(key, (3, 50), keep, backend.xp.float32)
+        expected = (np.array(bits, dtype=np.int64) < bits[0]).astype(np.float32).reshape(3, 50)
+        assert array_device(mask) == backend.device and expected[0, 0] == 0
+        np.testing.assert_array_equal(backend.to_numpy(mask), expected)
+    ones, _ = counter.bernoulli_mask(key, (4,), 1.0, backend.xp.float32)
+    np.testing.assert_array_equal(backend.to_numpy(ones), np.ones(4, np.float32))
+
+
 def test_counter_masks_identical_across_backends(other_backend):
     """The same key gives the same bits on every library (int64 arithmetic, no overflow);
     another seed gives another mask."""

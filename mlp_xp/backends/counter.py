@@ -19,7 +19,7 @@ __all__ = ["bernoulli_mask", "new_key"]
 
 _M32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # Mueller's multiplier (odd, < 2**31)
-_GOLDEN = 0x61C88647  # 2**32 / φ mod 2**32, odd, < 2**31: spreads consecutive indices
+_GOLDEN = 0x61C88647  # 2**32 / φ², odd, < 2**31: spreads consecutive indices
 
 
 def _mix32(h: Array | int) -> Array | int:
@@ -42,6 +42,5 @@ def bernoulli_mask(key: Array, shape: tuple[int, ...], keep_prob: float, dtype: 
     stream = _mix32((_mix32(seed) + counter) & _M32)
     index = xp.arange(math.prod(shape), dtype=xp.int64, device=device(key))
     bits = _mix32(_mix32((index * _GOLDEN) & _M32) ^ stream)
-    threshold = min(round(keep_prob * 2.0**32), 2**32)
-    mask = xp.astype(xp.reshape(bits < threshold, shape), dtype)
+    mask = xp.astype(xp.reshape(bits < round(keep_prob * 2.0**32), shape), dtype)
     return mask, xp.stack([seed, counter + 1])

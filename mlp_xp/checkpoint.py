@@ -118,14 +118,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     a file that is not a valid checkpoint."""
     try:
         with open(path, "rb") as f:
-            magic = f.read(8)
+            magic = f.read(9)
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path}.") from None
     except OSError as exc:
         raise FileFormatError(f"{path}: cannot be read as a checkpoint ({exc.strerror or exc}).") from exc
     if magic[:4] in _ZIP_MAGIC:
         return _load_npz(path)
-    if magic[:2] in _PICKLE_PROTOCOLS:
+    if magic[:2] in _PICKLE_PROTOCOLS and magic[8:9] != b"{":  # a safetensors header's length can start so
         raise FileFormatError(
             f"{path} is a Python pickle, not an mlp_xp checkpoint: mlp_xp never unpickles (loading a pickle "
             "can run arbitrary code). Checkpoints are safetensors files written by save_checkpoint."

@@ -324,3 +324,16 @@ def test_any_truncation_or_byte_flip_is_a_file_format_error_or_a_valid_load(tmp_
         mlp_xp.load_checkpoint(path)
     except FileFormatError as exc:
         assert str(path) in str(exc)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path, numpy_backend, protocol):
+    """safetensors files begin with their header's length (8 bytes, little-endian): a length of
+    0x..0N80 starts with a pickle protocol's two bytes. Such a checkpoint loads all the same."""
+    model, optimizer, _ = _trained(numpy_backend)
+    path = tmp_path / "run.safetensors"
+    length = struct.unpack("<Q", mlp_xp.save_checkpoint(path, model, epoch=1, config={"pad": ""}).read_bytes()[:8])[0]
+    pad = (0x80 + 0x100 * protocol - length) % 0x10000  # the header grows by the padding (multiples of 8)
+    mlp_xp.save_checkpoint(path, model, epoch=1, config={"pad": "x" * pad})
+    assert path.read_bytes()[:2] == bytes([0x80, protocol])
+    assert mlp_xp.load_checkpoint(path).meta["config"]["pad"] == "x" * pad

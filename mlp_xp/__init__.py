@@ -14,7 +14,7 @@ from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .mlp import make_mlp
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer, cosine_decay, exponential_decay, step_decay
-from .train import History, TrainingDiverged, evaluate, fit
+from .train import EpochProgress, History, TrainingDiverged, evaluate, fit, resume_point
 
 __version__ = "0.1.0"
 
@@ -55,6 +55,8 @@ __all__ = [
     "fit",
     "evaluate",
     "History",
+    "EpochProgress",
+    "resume_point",
     "TrainingDiverged",
     "save_checkpoint",
     "load_checkpoint",

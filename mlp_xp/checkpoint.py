@@ -3,7 +3,8 @@
 Tensors (host copies in the model's dtype): ``model/<layer>.<key>`` for parameters and buffers,
 ``optimizer/<state>/<layer>.<key>`` for the optimizer state. Header metadata, all strings:
 ``format`` (``mlp_xp.checkpoint/2``), ``dtype``, and JSON for ``epoch``, ``partial`` (saved inside
-an epoch), ``layers`` (the layer list a model must match), ``config`` (the run's settings),
+an epoch), ``progress`` (how far that epoch got on each process, see ``train.EpochProgress``; null
+otherwise), ``layers`` (the layer list a model must match), ``config`` (the run's settings),
 ``model_config`` (``make_mlp``'s arguments), ``history`` (per-epoch records) and ``optimizer``
 (type, steps, learning rate). Any safetensors reader shows them, e.g.
 ``safetensors.safe_open(path, framework="np").metadata()``.
@@ -56,7 +57,16 @@ SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64),
 }
 """safetensors dtype codes that NumPy reads, with their NumPy dtypes."""
-_JSON_FIELDS = ("epoch", "partial", "layers", "config", "model_config", "history", "optimizer")
+_JSON_FIELDS = ("epoch", "partial", "progress", "layers", "config", "model_config", "history", "optimizer")
+_PROGRESS_FIELDS = {
+    "epoch": int,
+    "steps": int,
+    "samples": int,
+    "loss_sum": float,
+    "correct": (float, type(None)),
+    "seconds": float,
+}
+"""The entries of one process's progress in ``progress`` (``train.EpochProgress``) and their types."""
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -91,15 +101,18 @@ def save_checkpoint(
     model_config: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
     partial: bool = False,
+    progress: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``model`` (and ``optimizer``) after ``epoch`` completed epochs to ``path`` as a
     safetensors file, atomically (a temporary file in the same directory, then a rename).
-    ``partial`` marks a save from inside an epoch (Ctrl-C)."""
+    ``partial`` marks a save from inside an epoch (Ctrl-C), and ``progress`` says how far
+    that epoch got (``dataclasses.asdict`` of each process's ``train.EpochProgress``)."""
     backend = model.backend
     tensors = {f"model/{k}": backend.to_numpy(v) for k, v in model.state().items()}
     meta: dict[str, Any] = {
         "epoch": epoch,
         "partial": partial,
+        "progress": progress,
         "layers": layer_list(model),
         "config": config or {},
         "model_config": model_config,
@@ -283,10 +296,11 @@ def _checkpoint(path: str | os.PathLike, meta: dict[str, Any], tensors: dict[str
     missing = [key for key in ("epoch", "dtype", "layers") if key not in meta]
     if missing:
         raise FileFormatError(f"{path}: the checkpoint's metadata lacks {', '.join(missing)}.")
-    meta = {"partial": False, "config": {}, "model_config": None, "history": [], **meta}
+    meta = {"partial": False, "progress": None, "config": {}, "model_config": None, "history": [], **meta}
     expected = {
         "epoch": int,
         "partial": bool,
+        "progress": (list, type(None)),
         "dtype": str,
         "layers": list,
         "config": dict,
@@ -299,6 +313,11 @@ def _checkpoint(path: str | os.PathLike, meta: dict[str, Any], tensors: dict[str
             raise FileFormatError(f"{path}: metadata {key!r} has the wrong type: {meta[key]!r:.80}.")
     if "optimizer" in meta and not isinstance(meta["optimizer"].get("steps"), int):
         raise FileFormatError(f"{path}: metadata 'optimizer' has no integer 'steps'.")
+    for entry in meta["progress"] or []:
+        if not isinstance(entry, dict) or set(entry) != set(_PROGRESS_FIELDS) or not all(
+            isinstance(entry[key], kind) and not isinstance(entry[key], bool) for key, kind in _PROGRESS_FIELDS.items()
+        ):
+            raise FileFormatError(f"{path}: metadata 'progress' holds a malformed entry: {entry!r:.80}.")
     groups: dict[str, dict[str, np.ndarray]] = {"model": {}, "optimizer": {}}
     for name, array in tensors.items():
         group, _, key = name.partition("/")

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .backends import Backend, BackendUnavailableError, available_backends, get_
 from .checkpoint import Checkpoint, load_checkpoint, restore, save_checkpoint
 from .cli_checks import (
     check_arguments,
+    check_batch_size_against_checkpoint,
     check_epochs_against_checkpoint,
     check_features_against_model,
     check_predict_range,
@@ -43,7 +45,7 @@ from .distributed import (
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
 from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
-from .train import TrainingDiverged, evaluate, fit, train_step
+from .train import EpochProgress, TrainingDiverged, evaluate, fit, resume_point, train_step
 
 DATASETS = ("fashion-mnist", "mnist", "synthetic", "idx")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -260,7 +262,7 @@ class _EpochWriter:
         if self.args.metrics_json:
             write_json(self.args.metrics_json, {"config": self.config, "epochs": self.records})
 
-    def save(self, model, epoch: int, partial: bool) -> None:
+    def save(self, model, epoch: int, partial: bool, progress: list[EpochProgress] | None = None) -> None:
         with _writing("the checkpoint", self.args.save):
             save_checkpoint(
                 self.args.save,
@@ -271,6 +273,7 @@ class _EpochWriter:
                 model_config=self.model_config,
                 history=self.records,
                 partial=partial,
+                progress=None if progress is None else [asdict(p) for p in progress],
             )
 
 
@@ -285,6 +288,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         check_epochs_against_checkpoint(args.epochs, checkpoint.meta["epoch"], args.resume)
+        if checkpoint.meta["progress"]:
+            check_batch_size_against_checkpoint(args.batch_size, checkpoint.meta["config"], args.resume)
     data = _load_data(args, args.seed)
     if args.val_split:
         check_val_split(args.val_split, len(data.x_train))
@@ -308,11 +313,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.sync_batchnorm:
         synchronise_batchnorm(model, comm)
     optimizer = _make_optimizer(args, model)
-    start_epoch, history_before = 0, []
+    start_epoch, history_before, resume = 0, [], None
     if checkpoint is not None:
         restore(checkpoint, model, optimizer)
         start_epoch, history_before = checkpoint.meta["epoch"], checkpoint.meta["history"]
-        log(f"resumed {args.resume} after epoch {start_epoch}")
+        if checkpoint.meta["progress"]:
+            resume = resume_point([EpochProgress(**p) for p in checkpoint.meta["progress"]], comm)
+            log(f"resumed {args.resume} in epoch {start_epoch + 1}, after step {resume.steps}")
+        else:
+            log(f"resumed {args.resume} after epoch {start_epoch}")
     x_train, y_train = data.x_train, data.y_train
     if args.val_split:
         (x_train, y_train), (x_val, y_val) = train_val_split(x_train, y_train, args.val_split, seed=args.seed)
@@ -357,10 +366,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         log=log,
         divergence_check=not args.no_divergence_check,
         compile=args.compile,
+        resume=resume,
     )
     elapsed = time.perf_counter() - started
     if history.interrupted and args.save:
-        writer.save(model, start_epoch + len(history.epochs), partial=True)
+        writer.save(model, start_epoch + len(history.epochs), partial=True, progress=history.progress)
         print(f"saved {args.save}; continue with --resume {args.save}", file=sys.stderr)
     records = writer.records
     final = {}

@@ -46,6 +46,14 @@ def check_epochs_against_checkpoint(epochs: int, done: int, path: str) -> None:
                          f"so nothing is left to train; ask for more than {done}")
 
 
+def check_batch_size_against_checkpoint(batch_size: int, config: dict, path: str) -> None:
+    """A run stopped inside an epoch continues after the batches it ran: with their size."""
+    saved = config.get("batch_size")
+    if saved is not None and saved != batch_size:
+        raise UsageError(f"--batch-size {batch_size}: {path} stopped inside an epoch of batches of {saved}, "
+                         f"so it continues with --batch-size {saved}")
+
+
 def check_val_split(n_val: int, n_train: int) -> None:
     """``--val-split`` must leave at least one training sample."""
     if n_val >= n_train:

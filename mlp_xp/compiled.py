@@ -169,19 +169,20 @@ class CompiledSteps:
     # -- one epoch --------------------------------------------------------------------------------
 
     def epoch(self) -> Iterator[tuple[Array, Array | None, int]]:
-        """Run one epoch of ``loader`` (its next order); yields per compiled call."""
+        """Run one epoch of ``loader`` (its next order, from the batch it starts at); yields per
+        compiled call."""
         loader, xp = self.loader, self.backend.xp
         size = loader.batch_size
-        order = loader.order()
+        order, start = loader.start()
         if order is None:
             order = xp.arange(loader.n, dtype=xp.int64, device=self.backend.device)
-        start = 0
-        full = loader.num_samples // size
-        if self.scan is not None and full:
-            index = xp.reshape(order[: full * size], (full, size))
-            values, counts = self._call(self.scan, full, (loader.x, loader.y), index)
-            yield values, counts, full * size
-            start = full * size
+        end = loader.num_samples // size * size  # the end of the full batches
+        if self.scan is not None and end > start:
+            steps = (end - start) // size
+            index = xp.reshape(order[start:end], (steps, size))
+            values, counts = self._call(self.scan, steps, (loader.x, loader.y), index)
+            yield values, counts, end - start
+            start = end
         for first in range(start, loader.num_samples, size):
             x, y = loader.gather(order[first : first + size])
             value, count = self._call(self.step, 1, x, y)

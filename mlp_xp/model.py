@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from .arrays import Array, moved, size
 from .backends import Backend, get_backend, host_rng
-from .layers.base import Layer
+from .layers.base import Layer, Skipped
 from .params import FlatParameters
 
 
@@ -133,11 +133,17 @@ class Sequential:
             layer.training = True
         return self
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0, batch_shape: tuple[int, ...] | None = None) -> None:
         """Tell every layer that epoch ``epoch`` (0-based) begins (``fit`` does, each epoch):
-        Dropout restarts its masks at a stream of its seed and the epoch."""
+        Dropout restarts its masks at a stream of its seed and the epoch. ``skip`` steps on
+        full batches of ``batch_shape`` (the model's input) already ran in it when a run
+        resumes inside the epoch: Dropout moves its stream past the masks they drew."""
+        shape = batch_shape
         for layer in self.layers:
-            layer.set_epoch(epoch)
+            skipped = None if not skip or shape is None else Skipped(skip, shape, self.dtype)
+            layer.set_epoch(epoch, skipped)
+            if shape is not None:
+                shape = (*shape[:-1], layer.output_features(shape[-1]))
 
     def eval(self) -> Sequential:
         """Evaluation mode (dropout off, BatchNorm uses running statistics)."""

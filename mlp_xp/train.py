@@ -11,6 +11,11 @@ Data-parallel runs (a training loader with a communicator of several processes, 
 ``distributed``): each step's gradient is summed across processes before the update
 (``train_step``), rank 0's state is broadcast when ``fit`` starts, the epoch's metrics are summed
 across processes once per epoch, and a Ctrl-C stops every process at the same step.
+
+A run that Ctrl-C stopped inside an epoch resumes at the next step: ``History.progress`` says how
+far the epoch got (per process), and ``fit(..., start_epoch=e, resume=progress)`` skips the
+batches that ran, moves the dropout streams past their masks and completes the epoch's record
+from the sums that were saved, so that the run equals the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .arrays import Array
@@ -31,7 +36,7 @@ from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
 
-__all__ = ["fit", "evaluate", "train_step", "History", "Callback", "TrainingDiverged"]
+__all__ = ["fit", "evaluate", "train_step", "History", "EpochProgress", "resume_point", "Callback", "TrainingDiverged"]
 
 REFRESH_SECONDS = 0.5
 DIVERGENCE_FACTOR = 100.0
@@ -50,14 +55,52 @@ class Callback(Protocol):
 
 
 @dataclass
+class EpochProgress:
+    """How far one process got in an epoch: 0-based ``epoch``, the ``steps`` run (global
+    batches), and the sums the epoch's record is made from: ``samples`` this process trained on,
+    ``loss_sum`` (Σ step loss × step samples, in step order), ``correct`` (None where the loss has
+    no accuracy) and ``seconds``."""
+
+    epoch: int
+    steps: int = 0
+    samples: int = 0
+    loss_sum: float = 0.0
+    correct: float | None = 0.0
+    seconds: float = 0.0
+
+
+def resume_point(saved: list[EpochProgress], comm: Communicator | None = None) -> EpochProgress:
+    """This process's ``fit(resume=...)`` from ``saved`` (an interrupted run's ``History.progress``):
+    its own entry when as many processes run as saved it; otherwise rank 0 carries the sums of
+    them all (the epoch's record then equals the uninterrupted one's up to rounding) and the
+    other processes start the epoch's sums at zero."""
+    comm = comm if comm is not None else Communicator()
+    if len(saved) == comm.size:
+        return replace(saved[comm.rank])
+    first = saved[0]
+    if not comm.is_root:
+        return EpochProgress(first.epoch, first.steps, correct=None if first.correct is None else 0.0)
+    return EpochProgress(
+        epoch=first.epoch,
+        steps=first.steps,
+        samples=sum(p.samples for p in saved),
+        loss_sum=math.fsum(p.loss_sum for p in saved),
+        correct=None if first.correct is None else sum(p.correct or 0.0 for p in saved),
+        seconds=first.seconds,
+    )
+
+
+@dataclass
 class History:
     """Per-epoch records: ``epoch`` (1-based), ``train_loss``, ``train_acc``, then the
     held-out set's ``<name>_loss`` and ``<name>_acc`` (``fit``'s ``val_name``, ``test`` by
     default; None without a validation loader or accuracy), ``lr``, ``seconds``,
-    ``samples_per_s``. ``interrupted`` is set when Ctrl-C stopped the run."""
+    ``samples_per_s``. ``interrupted`` is set when Ctrl-C stopped the run; ``progress`` then
+    holds the stopped epoch's progress on every process (index = rank), to resume from."""
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    progress: list[EpochProgress] | None = None
 
     def __getitem__(self, key: str) -> list[Any]:
         return [record[key] for record in self.epochs]
@@ -133,8 +176,11 @@ def fit(
     log: Callable[[str], None] | None = print,
     compile: bool = False,
     divergence_check: bool = True,
+    resume: EpochProgress | None = None,
 ) -> History:
-    """Train for ``epochs`` epochs (continuing at 0-based ``start_epoch`` when resuming).
+    """Train for ``epochs`` epochs (continuing at 0-based ``start_epoch`` when resuming;
+    ``resume``, this process's entry of an interrupted run's ``History.progress``, continues
+    that epoch after the steps it ran).
 
     Each epoch: set the learning rate from the optimizer's schedule, shuffle, run the steps
     (forward, loss, backward, optimizer step), evaluate on ``val_loader`` (recorded and
@@ -155,6 +201,8 @@ def fit(
     comm = train_loader.comm
     if compile and comm.size > 1:
         raise ValueError("compiled training does not run data-parallel yet: drop compile=True (--compile) under MPI.")
+    if resume is not None and resume.epoch != start_epoch:
+        raise ValueError(f"resume holds the progress of epoch {resume.epoch}, but start_epoch is {start_epoch}.")
     runner = CompiledSteps.reuse(model, loss, optimizer, train_loader) if compile else None
     broadcast_state(comm, model, optimizer)
     history = History()
@@ -162,23 +210,25 @@ def fit(
     stop = _InterruptFlag(comm)
     with stop:
         for epoch in range(start_epoch, epochs):
+            done = replace(resume) if resume is not None and epoch == start_epoch else EpochProgress(epoch)
             optimizer.set_epoch(epoch)
-            train_loader.set_epoch(epoch)
-            model.set_epoch(epoch)
+            train_loader.set_epoch(epoch, skip=done.steps)
+            model.set_epoch(epoch, skip=done.steps, batch_shape=train_loader.batch_shape)
             model.train()
             started = time.perf_counter()
             batches = runner.epoch() if runner else _eager_epoch(model, loss, optimizer, train_loader)
-            train_loss, train_acc, steps, samples = _run_epoch(train_loader, batches, epoch, epochs, progress, stop)
-            seconds = time.perf_counter() - started
+            done = _run_epoch(train_loader, batches, done, epochs, progress, stop)
+            done.seconds += time.perf_counter() - started
             if stop.stopped:
                 history.interrupted = True
+                history.progress = _gathered(comm, done)
                 if log:
-                    log(f"interrupted in epoch {epoch + 1}/{epochs} after {steps} of {len(train_loader)} steps")
+                    log(f"interrupted in epoch {epoch + 1}/{epochs} after {done.steps} of {len(train_loader)} steps")
                 break
+            total, correct, samples = _summed(comm, done.loss_sum, done.correct, done.samples)
+            train_loss = total / samples if samples else math.nan
+            train_acc = None if correct is None or not samples else correct / samples
             if comm.size > 1:
-                correct = None if train_acc is None else train_acc * samples
-                total, correct, samples = _summed(comm, train_loss * samples, correct, samples)
-                train_loss, train_acc = total / samples, (None if correct is None else correct / samples)
                 broadcast_buffers(comm, model)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -187,8 +237,8 @@ def fit(
                 f"{val_name}_loss": None,
                 f"{val_name}_acc": None,
                 "lr": optimizer.lr,
-                "seconds": seconds,
-                "samples_per_s": train_loader.num_samples / seconds,
+                "seconds": done.seconds,
+                "samples_per_s": train_loader.num_samples / done.seconds,
             }
             if val_loader is not None:
                 scores = evaluate(model, loss, val_loader)
@@ -227,14 +277,15 @@ def _eager_epoch(model, loss, optimizer, loader) -> Iterator[tuple[Array, Array 
         yield value, count, x.shape[0]
 
 
-def _run_epoch(loader, batches, epoch, epochs, progress, stop) -> tuple[float, float | None, int, int]:
+def _run_epoch(loader, batches, done: EpochProgress, epochs, progress, stop) -> EpochProgress:
     """Drain one epoch's ``batches`` (loss, count, size per step or block of steps) with the
-    progress bar and Ctrl-C check; returns (mean loss, accuracy or None, steps run, samples)."""
+    progress bar and Ctrl-C check, continuing ``done`` (the steps that ran before a resume;
+    none in a new epoch); returns the epoch's progress, whole or up to the stop."""
     backend = loader.backend
     losses: list[Array] = []
     counts: list[Array | None] = []
     sizes: list[int] = []
-    bar = _progress_bar(loader, epoch, epochs) if progress else None
+    bar = _progress_bar(loader, done, epochs) if progress else None
     last_refresh = time.perf_counter()
     try:
         for value, count, samples in batches:
@@ -246,35 +297,42 @@ def _run_epoch(loader, batches, epoch, epochs, progress, stop) -> tuple[float, f
                 now = time.perf_counter()
                 if now - last_refresh >= REFRESH_SECONDS:
                     last_refresh = now
-                    bar.set_postfix_str(f"loss {_mean_loss(backend, losses, sizes, epoch):.4f}", refresh=False)
+                    mean = _loss_sum(backend, losses, sizes, done) / (done.samples + sum(sizes))
+                    bar.set_postfix_str(f"loss {mean:.4f}", refresh=False)
             if stop.requested():
                 break
     finally:
         if bar is not None:
             bar.close()
     if not sizes:
-        return math.nan, None, 0, 0
-    mean = _mean_loss(backend, losses, sizes, epoch)
+        return done
     _, correct = _host_sums(backend, [], counts)
-    steps = sum(math.prod(v.shape) for v in losses)
-    return mean, (None if correct is None else correct / sum(sizes)), steps, sum(sizes)
+    return EpochProgress(
+        epoch=done.epoch,
+        steps=done.steps + sum(math.prod(v.shape) for v in losses),
+        samples=done.samples + sum(sizes),
+        loss_sum=_loss_sum(backend, losses, sizes, done),
+        correct=None if correct is None or done.correct is None else done.correct + correct,
+        seconds=done.seconds,
+    )
 
 
-def _mean_loss(backend, losses: list[Array], sizes: list[int], epoch: int) -> float:
-    """Sample-weighted mean of the step losses (one host read); raises ``TrainingDiverged``
-    at the first non-finite one. ``losses[i]`` is a step's loss, or a compiled block's per-step
-    losses whose steps hold ``sizes[i]`` samples together."""
+def _loss_sum(backend, losses: list[Array], sizes: list[int], done: EpochProgress) -> float:
+    """``done.loss_sum`` plus Σ step loss × step samples over ``losses`` (one host read), added in
+    step order (so a resumed epoch sums what the uninterrupted one did); raises
+    ``TrainingDiverged`` at the first non-finite loss. ``losses[i]`` is a step's loss, or a
+    compiled block's per-step losses whose steps hold ``sizes[i]`` samples together."""
     values = backend.to_numpy(_joined(backend, losses)).tolist()
     weights = [w for v, n in zip(losses, sizes) for w in _per_step(v, n)]
     finite = [math.isfinite(v) for v in values]
     if not all(finite):
         bad = finite.index(False)
-        last = f"{values[bad - 1]:.4f} at step {bad}" if bad else "none in this epoch"
+        last = f"{values[bad - 1]:.4f} at step {done.steps + bad}" if bad else "none in this epoch"
         raise TrainingDiverged(
-            f"the loss became {values[bad]} at epoch {epoch + 1}, step {bad + 1}; last finite loss: {last}. "
-            "Lower the learning rate, or check the inputs for NaN/inf."
+            f"the loss became {values[bad]} at epoch {done.epoch + 1}, step {done.steps + bad + 1}; last finite "
+            f"loss: {last}. Lower the learning rate, or check the inputs for NaN/inf."
         )
-    return float(sum(v * w for v, w in zip(values, weights)) / sum(weights))
+    return float(sum((v * w for v, w in zip(values, weights)), done.loss_sum))
 
 
 def _per_step(value: Array, samples: int) -> list[float]:
@@ -299,6 +357,26 @@ def _host_sums(backend, totals: list[Array], counts: list[Array | None]) -> tupl
     return total, float(backend.to_numpy(xp.sum(_joined(backend, counts))))
 
 
+def _gathered(comm: Communicator, done: EpochProgress) -> list[EpochProgress]:
+    """Every process's ``done`` in rank order (the epoch and step are the same on all), from
+    one sum of host numbers in which each process fills its own slots (so each value is exact)."""
+    own = [float(done.samples), done.loss_sum, done.correct or 0.0, done.seconds]
+    slots = [0.0] * (len(own) * comm.size)
+    slots[comm.rank * len(own) : (comm.rank + 1) * len(own)] = own
+    values = comm.sum_floats(slots)
+    return [
+        EpochProgress(
+            epoch=done.epoch,
+            steps=done.steps,
+            samples=round(values[i]),
+            loss_sum=values[i + 1],
+            correct=None if done.correct is None else values[i + 2],
+            seconds=values[i + 3],
+        )
+        for i in range(0, len(values), len(own))
+    ]
+
+
 def _summed(comm: Communicator, total: float, correct: float | None, samples: int) -> tuple[float, float | None, int]:
     """``total``, ``correct`` (None stays None) and ``samples`` summed across the processes of
     ``comm``, in one message."""
@@ -306,14 +384,15 @@ def _summed(comm: Communicator, total: float, correct: float | None, samples: in
     return total, (None if correct is None else correct_sum), round(samples_sum)
 
 
-def _progress_bar(loader: DeviceLoader, epoch: int, epochs: int):
-    """A tqdm bar over the epoch's samples, or None where it would not show (not a terminal):
-    then the loop skips the refresh reads as well."""
+def _progress_bar(loader: DeviceLoader, done: EpochProgress, epochs: int):
+    """A tqdm bar over the epoch's samples (starting at those ``done``), or None where it would
+    not show (not a terminal): then the loop skips the refresh reads as well."""
     from tqdm.auto import tqdm
 
     bar = tqdm(
         total=loader.local_samples,
-        desc=f"epoch {epoch + 1}/{epochs}",
+        initial=done.samples,
+        desc=f"epoch {done.epoch + 1}/{epochs}",
         unit="sample",
         unit_scale=True,
         leave=False,

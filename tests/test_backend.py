@@ -328,6 +328,24 @@ def test_counter_mask_statistics(backend, keep):
     assert abs((a[1:] * a[:-1]).mean() - both) < 0.01
 
 
+def test_skipping_draws_continues_the_stream_where_those_draws_would_leave_it(backend):
+    """``DeviceRandom.skip`` (a run resumed inside an epoch) leaves a generator where drawing
+    that many masks would; ``counter.skipped`` advances a counter key the same way."""
+    drawn, skipped = backend.random(5), backend.random(5)
+    for _ in range(3):
+        drawn.bernoulli_mask((4, 6), 0.5, "float32")
+    skipped.skip((4, 6), "float32", 3)
+    np.testing.assert_array_equal(
+        backend.to_numpy(skipped.bernoulli_mask((4, 6), 0.5)), backend.to_numpy(drawn.bernoulli_mask((4, 6), 0.5))
+    )
+    key = counter.new_key(backend, 9)
+    for _ in range(3):
+        _, key = counter.bernoulli_mask(key, (4, 6), 0.5, backend.xp.float32)
+    ahead = counter.skipped(counter.new_key(backend, 9), 3)
+    np.testing.assert_array_equal(backend.to_numpy(ahead), backend.to_numpy(key))
+    assert array_device(ahead) == backend.device
+
+
 def _reference_counter_bits(seed: int, counter_value: int, n: int) -> list[int]:
     """The module docstring's formula in Python integers, with Mueller's hash written out."""
     def mix(h):

@@ -211,8 +211,10 @@ def test_cuda_without_a_gpu_is_the_usual_error_on_every_rank(mpiexec, tmp_path):
 @pytest.mark.subprocess
 def test_ctrl_c_saves_once_and_resume_continues_bit_identically(mpiexec, tmp_path):
     """SIGINT to the mpiexec process group (a terminal's Ctrl-C): both ranks stop at the same
-    step, rank 0 alone saves; resuming that checkpoint under mpiexec for two epochs equals
-    resuming it for one epoch and then once more, bit for bit (each rank's dropout masks too)."""
+    step (inside an epoch), rank 0 alone saves, with both ranks' progress in that epoch;
+    resuming that checkpoint under mpiexec for two epochs equals resuming it for one epoch and
+    then once more, and equals the run never stopped, bit for bit (each rank's dropout masks
+    too), with the same per-epoch records."""
     run = [*SMALL_RUN, "--synthetic-size", "1000", "--batch-size", "10", "--optimizer", "adam", "--batchnorm"]
     run += ["--dropout", "0.2"]
     proc = _start(mpiexec, "-m", "mlp_xp.cli", "train", *run, "--epochs", "500", "--save", "c.npz", cwd=tmp_path)
@@ -229,6 +231,7 @@ def test_ctrl_c_saves_once_and_resume_continues_bit_identically(mpiexec, tmp_pat
     meta = mlp_xp.load_checkpoint(tmp_path / "c.npz").meta
     assert meta["partial"] and meta["epoch"] >= 1
     epoch = meta["epoch"]
+    assert [(p["epoch"], p["samples"]) for p in meta["progress"]] == [(epoch, 5 * p["steps"]) for p in meta["progress"]]
 
     def resume(source: str, epochs: int, target: str) -> None:
         code, out, err = _cli(
@@ -240,13 +243,18 @@ def test_ctrl_c_saves_once_and_resume_continues_bit_identically(mpiexec, tmp_pat
     resume("c.npz", epoch + 2, "straight.npz")
     resume("c.npz", epoch + 1, "pieces.npz")
     resume("pieces.npz", epoch + 2, "pieces.npz")
-    a, b = mlp_xp.load_checkpoint(tmp_path / "straight.npz"), mlp_xp.load_checkpoint(tmp_path / "pieces.npz")
-    assert a.meta["epoch"] == b.meta["epoch"] == epoch + 2
-    assert a.model.keys() == b.model.keys() and a.optimizer.keys() == b.optimizer.keys()
-    for key in a.model:
-        np.testing.assert_array_equal(a.model[key], b.model[key])
-    for key in a.optimizer:
-        np.testing.assert_array_equal(a.optimizer[key], b.optimizer[key])
+    code, out, err = _cli(mpiexec, "train", *run, "--epochs", str(epoch + 2), "--save", "never.npz", cwd=tmp_path)
+    assert code == 0, out + err
+    a, b, c = (mlp_xp.load_checkpoint(tmp_path / name) for name in ("straight.npz", "pieces.npz", "never.npz"))
+    assert a.meta["epoch"] == b.meta["epoch"] == c.meta["epoch"] == epoch + 2
+    keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+    assert [[r[k] for k in keys] for r in a.meta["history"]] == [[r[k] for k in keys] for r in c.meta["history"]]
+    for other in (b, c):
+        assert a.model.keys() == other.model.keys() and a.optimizer.keys() == other.optimizer.keys()
+        for key in a.model:
+            np.testing.assert_array_equal(a.model[key], other.model[key], key)
+        for key in a.optimizer:
+            np.testing.assert_array_equal(a.optimizer[key], other.optimizer[key], key)
 
 
 @pytest.mark.subprocess

@@ -267,6 +267,7 @@ def test_absent_optional_fields_load_with_their_defaults(tmp_path):
         "epoch": 3,
         "layers": [],
         "partial": False,
+        "progress": None,
         "config": {},
         "model_config": None,
         "history": [],
@@ -276,6 +277,7 @@ def test_absent_optional_fields_load_with_their_defaults(tmp_path):
 WRONG_TYPES = {
     "epoch": ("2", "'2'"),
     "partial": (1, "1"),
+    "progress": ({"steps": 1}, "{'steps': 1}"),
     "layers": ({"a": 1}, "{'a': 1}"),
     "config": ([1], "[1]"),
     "model_config": (5, "5"),
@@ -289,6 +291,33 @@ def test_metadata_field_of_the_wrong_type_is_named(tmp_path, key):
     value, shown = WRONG_TYPES[key]
     path = _checkpoint_file(tmp_path, **{"epoch": 1, "layers": [], key: value})
     assert _error(path) == f"{path}: metadata {key!r} has the wrong type: {shown}."
+
+
+GOOD_PROGRESS = {"epoch": 1, "steps": 4, "samples": 40, "loss_sum": 9.5, "correct": 30.0, "seconds": 0.5}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {**GOOD_PROGRESS, "steps": 4.0},
+        {**GOOD_PROGRESS, "samples": True},
+        {**GOOD_PROGRESS, "loss_sum": "9.5"},
+        {**GOOD_PROGRESS, "correct": 30},
+        {k: v for k, v in GOOD_PROGRESS.items() if k != "seconds"},
+        {**GOOD_PROGRESS, "extra": 1},
+        [1, 4],
+    ],
+    ids=["float steps", "bool samples", "string loss", "int correct", "missing", "extra", "a list"],
+)
+def test_malformed_progress_entries_are_refused(tmp_path, entry):
+    path = _checkpoint_file(tmp_path, epoch=1, layers=[], progress=[GOOD_PROGRESS, entry])
+    assert _error(path) == f"{path}: metadata 'progress' holds a malformed entry: {entry!r:.80}."
+
+
+def test_well_formed_progress_loads(tmp_path):
+    entries = [GOOD_PROGRESS, {**GOOD_PROGRESS, "correct": None}]
+    path = _checkpoint_file(tmp_path, epoch=1, layers=[], progress=entries)
+    assert mlp_xp.load_checkpoint(path).meta["progress"] == entries
 
 
 def test_checkpoint_without_a_dtype_is_refused(tmp_path):
@@ -344,14 +373,23 @@ def test_saved_metadata_reads_back_whole(tmp_path, numpy_backend):
     model = make_mlp(4, [3], 2).init(numpy_backend)
     optimizer = SGD(model, 0.1, momentum=0.9)
     model_config = {"in_features": 4, "hidden": [3], "out_features": 2}
+    progress = [{"epoch": 5, "steps": 2, "samples": 20, "loss_sum": 13.25, "correct": None, "seconds": 0.25}]
     path = mlp_xp.save_checkpoint(
-        tmp_path / "run.safetensors", model, optimizer, epoch=5, config={"seed": 1}, model_config=model_config
+        tmp_path / "run.safetensors",
+        model,
+        optimizer,
+        epoch=5,
+        config={"seed": 1},
+        model_config=model_config,
+        partial=True,
+        progress=progress,
     )
     assert mlp_xp.load_checkpoint(path).meta == {
         "format": FORMAT,
         "dtype": "float32",
         "epoch": 5,
-        "partial": False,
+        "partial": True,
+        "progress": progress,
         "layers": layer_list(model),
         "config": {"seed": 1},
         "model_config": model_config,

@@ -297,7 +297,7 @@ class _Clock:
 
 def _fit_with_bar(monkeypatch, numpy_backend, x, log):
     """One epoch of a ``_Fixed`` model (output = input) under MSE against zeros, batches of 2."""
-    monkeypatch.setattr(mlp_xp.train, "_progress_bar", lambda *args: _Bar(log, args[1:]))
+    monkeypatch.setattr(mlp_xp.train, "_progress_bar", lambda loader, done, epochs: _Bar(log, (done.epoch, epochs)))
     monkeypatch.setattr(mlp_xp.train, "time", _Clock())
     model = _fixed_model(numpy_backend, 1)
     loader = DeviceLoader(x, np.zeros_like(x), numpy_backend, batch_size=2, shuffle=False, dtype="float64")

@@ -29,7 +29,7 @@ from mlp_xp import (
 from mlp_xp.checkpoint import NPZ_FORMAT, Checkpoint, LegacyCheckpointWarning, layer_list, restore
 from mlp_xp.errors import FileFormatError
 from mlp_xp.optim import get_schedule, step_decay
-from mlp_xp.train import _progress_bar, format_epoch
+from mlp_xp.train import EpochProgress, _progress_bar, format_epoch
 
 # -- Sequential: summary, repr, output width, zero_grad ------------------------------------------
 
@@ -160,10 +160,11 @@ def test_progress_bar_on_a_terminal(monkeypatch, numpy_backend):
     """On a terminal the bar counts the epoch's samples, scaled, and disappears when done."""
     monkeypatch.setattr(sys, "stderr", Terminal())
     loader = DeviceLoader(np.zeros((10, 2), dtype=np.float32), np.zeros(10, dtype=np.int64), numpy_backend)
-    bar = _progress_bar(loader, 1, 3)
+    bar = _progress_bar(loader, EpochProgress(1, steps=1, samples=4), 3)
     assert bar is not None
-    assert (bar.total, bar.desc, bar.unit, bar.unit_scale, bar.leave, bar.mininterval) == (
+    assert (bar.total, bar.n, bar.desc, bar.unit, bar.unit_scale, bar.leave, bar.mininterval) == (
         10,
+        4,  # a resumed epoch's bar starts at the samples done before
         "epoch 2/3",
         "sample",
         True,
@@ -178,7 +179,7 @@ def test_progress_bar_on_a_terminal(monkeypatch, numpy_backend):
 def test_no_progress_bar_off_a_terminal(monkeypatch, numpy_backend):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     loader = DeviceLoader(np.zeros((10, 2), dtype=np.float32), np.zeros(10, dtype=np.int64), numpy_backend)
-    assert _progress_bar(loader, 0, 1) is None
+    assert _progress_bar(loader, EpochProgress(0), 1) is None
     assert sys.stderr.getvalue() == ""
 
 

@@ -115,6 +115,12 @@ class DeviceRandom:
     def _start(self, seed: int) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement _start(seed) to (re)start its stream.")
 
+    def skip(self, shape: tuple[int, ...], dtype: Any, draws: int) -> None:
+        """Move the stream past ``draws`` masks of ``shape`` and ``dtype`` (as if
+        ``bernoulli_mask`` had drawn them: a resumed epoch's dropout continues where it stopped)."""
+        for _ in range(draws):
+            self.bernoulli_mask(shape, 0.5, dtype)
+
     def normal(self, shape: tuple[int, ...], dtype: Any = "float32") -> Any:
         """Standard normal draws of ``shape``."""
         return self._normal(tuple(shape), self.backend.dtype(dtype))

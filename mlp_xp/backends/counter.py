@@ -15,7 +15,7 @@ import math
 
 from ..arrays import Array, device, namespace
 
-__all__ = ["bernoulli_mask", "new_key"]
+__all__ = ["bernoulli_mask", "new_key", "skipped"]
 
 _M32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # Mueller's multiplier (odd, < 2**31)
@@ -44,3 +44,9 @@ def bernoulli_mask(key: Array, shape: tuple[int, ...], keep_prob: float, dtype: 
     bits = _mix32(_mix32((index * _GOLDEN) & _M32) ^ stream)
     mask = xp.astype(xp.reshape(bits < round(keep_prob * 2.0**32), shape), dtype)
     return mask, xp.stack([seed, counter + 1])
+
+
+def skipped(key: Array, draws: int) -> Array:
+    """The key ``draws`` draws after ``key`` (its counter advanced by ``draws``)."""
+    xp = namespace(key)
+    return xp.stack([key[0], key[1] + draws])

@@ -33,6 +33,10 @@ class TorchRandom(DeviceRandom):
         mask, self.key = counter.bernoulli_mask(self.key, tuple(shape), keep_prob, self.backend.dtype(dtype))
         return mask
 
+    def skip(self, shape, dtype, draws):
+        super().skip(shape, dtype, draws)  # the generator, outside torch.compile
+        self.key = counter.skipped(self.key, draws)
+
     @property
     def state(self) -> Any:
         return self.key

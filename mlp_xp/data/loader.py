@@ -28,7 +28,8 @@ class DeviceLoader:
     With ``shuffle``, epoch ``e`` visits the samples in the order of a permutation drawn on
     the host from ``seed`` and ``e`` (identical on every backend, and reproducible when a run
     resumes at epoch ``e``), uploaded once per epoch; batches are gathered on the device
-    with ``take``. No other transfer happens while iterating.
+    with ``take``. No other transfer happens while iterating. ``set_epoch(e, skip=k)`` starts
+    the next pass at batch ``k`` of epoch ``e`` (a run resumed inside that epoch).
 
     With a communicator of several processes (``comm``, see ``distributed``), ``batch_size`` is
     the global batch: every process draws the same permutation and yields its contiguous part
@@ -66,6 +67,7 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
         self.n = x.shape[0]
         pixels = _is_dtype(x, "integral")
         self.dtype = self.backend.dtype(dtype)
@@ -105,22 +107,33 @@ class DeviceLoader:
         """Samples of the 0-based ``step``'s batch over all processes."""
         return min(self.batch_size, self.num_samples - step * self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffling order of a 0-based epoch (``fit`` calls this)."""
-        self.epoch = epoch
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Shape of this process's part of a full batch of ``x``."""
+        start, stop = self._shard(0)
+        return (stop - start, *self.x.shape[1:])
 
-    def order(self) -> Array | None:
-        """This epoch's sample order as an int64 device array (one upload), or None without
-        shuffling; advances to the next epoch."""
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the shuffling order of a 0-based epoch (``fit`` calls this); the next pass
+        leaves out its first ``skip`` batches (those a resumed run has trained on)."""
+        if not 0 <= skip <= len(self):
+            raise ValueError(f"cannot skip {skip} batches of an epoch of {len(self)}.")
+        self.epoch, self.skip = epoch, skip
+
+    def start(self) -> tuple[Array | None, int]:
+        """Begin a pass: this epoch's sample order as an int64 device array (one upload; None
+        without shuffling) and the position in it of the first batch to yield (``skip`` batches
+        in; then 0 again); advances to the next epoch."""
         order = None
         if self.shuffle:
             order = self.backend.asarray(host_rng((self.seed, self.epoch)).permutation(self.n), "int64")
-        self.epoch += 1
-        return order
+        begin = self.skip * self.batch_size
+        self.epoch, self.skip = self.epoch + 1, 0
+        return order, begin
 
     def __iter__(self) -> Iterator[tuple[Array, Array]]:
-        order = self.order()
-        for first in range(0, self.num_samples, self.batch_size):
+        order, begin = self.start()
+        for first in range(begin, self.num_samples, self.batch_size):
             start, stop = self._shard(first)
             if order is None:
                 xb = self._features(self.x[start:stop, ...])

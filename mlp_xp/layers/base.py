@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..arrays import Array, device, namespace
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The steps of an epoch that ran before the run resumed: ``steps`` full batches, whose
+    input to the layer had ``shape`` and ``dtype`` (the model's)."""
+
+    steps: int
+    shape: tuple[int, ...]
+    dtype: Any
 
 
 class Layer:
@@ -50,8 +61,9 @@ class Layer:
     def init(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Create parameters on ``backend`` in ``dtype``, drawing from the host generator ``rng``."""
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by ``fit`` as epoch ``epoch`` (0-based) begins (Dropout restarts its masks)."""
+    def set_epoch(self, epoch: int, skipped: Skipped | None = None) -> None:
+        """Called by ``fit`` as epoch ``epoch`` (0-based) begins (Dropout restarts its masks);
+        ``skipped`` describes the steps of it that already ran (a resumed epoch)."""
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the parameters ``init`` creates (known before ``init``)."""

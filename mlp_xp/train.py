@@ -226,10 +226,8 @@ def fit(
                     log(f"interrupted in epoch {epoch + 1}/{epochs} after {done.steps} of {len(train_loader)} steps")
                 break
             total, correct, samples = _summed(comm, done.loss_sum, done.correct, done.samples)
-            train_loss = total / samples if samples else math.nan
-            train_acc = None if correct is None or not samples else correct / samples
-            if comm.size > 1:
-                broadcast_buffers(comm, model)
+            train_loss, train_acc = total / samples, (None if correct is None else correct / samples)
+            broadcast_buffers(comm, model)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,

@@ -43,15 +43,15 @@ class InterruptingLoader(DeviceLoader):
         return super().gather(index)
 
 
-def _run(backend, *, epochs, compile=False, interrupt_at=None, start=None):
+def _run(backend, *, epochs, compile=False, interrupt_at=None, start=None, dtype="float32"):
     """``(history, model, optimizer)`` of a small BatchNorm + dropout MLP trained with Adam;
-    ``start`` is ``(checkpoint path, progress)`` to resume from."""
+    ``start`` is a checkpoint to resume from."""
     x, y = _data()
-    model = mlp_xp.make_mlp(FEATURES, [16], CLASSES, batchnorm=True, dropout=0.3).init(backend, seed=0)
+    model = mlp_xp.make_mlp(FEATURES, [16], CLASSES, batchnorm=True, dropout=0.3).init(backend, seed=0, dtype=dtype)
     optimizer = mlp_xp.Adam(model, 1e-2)
-    loader = InterruptingLoader(x, y, backend, batch_size=BATCH, seed=3, num_classes=CLASSES)
+    loader = InterruptingLoader(x, y, backend, batch_size=BATCH, seed=3, num_classes=CLASSES, dtype=dtype)
     loader.at = interrupt_at
-    test = DeviceLoader(x[:100], y[:100], backend, batch_size=50, shuffle=False)
+    test = DeviceLoader(x[:100], y[:100], backend, batch_size=50, shuffle=False, dtype=dtype)
     start_epoch, resume = 0, None
     if start is not None:
         checkpoint = mlp_xp.load_checkpoint(start)
@@ -85,9 +85,9 @@ def _assert_same_run(backend, straight, pieces):
     assert resumed_optimizer.steps == optimizer.steps == 3 * -(-SAMPLES // BATCH)
 
 
-def _stopped_and_resumed(backend, tmp_path, interrupt_at, compile=False):
+def _stopped_and_resumed(backend, tmp_path, interrupt_at, compile=False, dtype="float32"):
     """The run stopped at batch ``interrupt_at``, saved as the CLI saves it, and resumed."""
-    first = _run(backend, epochs=3, interrupt_at=interrupt_at, compile=compile)
+    first = _run(backend, epochs=3, interrupt_at=interrupt_at, compile=compile, dtype=dtype)
     history, model, optimizer = first
     assert history.interrupted and len(history.progress) == 1
     progress = history.progress[0]
@@ -97,9 +97,11 @@ def _stopped_and_resumed(backend, tmp_path, interrupt_at, compile=False):
         optimizer,
         epoch=len(history.epochs),
         partial=True,
-        progress=[dataclasses.asdict(progress)],
+        progress=[dataclasses.asdict(dataclasses.replace(progress, seconds=1000.0))],  # a long first part
     )
-    return first, _run(backend, epochs=3, start=path, compile=compile), progress
+    second = _run(backend, epochs=3, start=path, compile=compile, dtype=dtype)
+    assert second[0].epochs[0]["seconds"] >= 1000.0  # the resumed epoch's time counts both parts
+    return first, second, progress
 
 
 def test_a_run_resumed_inside_an_epoch_equals_the_uninterrupted_run(backend, tmp_path):
@@ -108,6 +110,15 @@ def test_a_run_resumed_inside_an_epoch_equals_the_uninterrupted_run(backend, tmp
     assert (progress.epoch, progress.steps, progress.samples) == (1, 5, 5 * BATCH)
     assert len(first[0].epochs) == 1 and not second[0].interrupted
     _assert_same_run(backend, straight, [first, second])
+
+
+def test_a_float64_run_resumed_inside_an_epoch_equals_the_uninterrupted_run(backend64, tmp_path):
+    """Dropout's masks in float64 (a float64 draw takes another share of some generators'
+    streams than a float32 one: the skipped draws are in the model's dtype)."""
+    straight = _run(backend64, epochs=3, dtype="float64")
+    first, second, _ = _stopped_and_resumed(backend64, tmp_path, interrupt_at=15, dtype="float64")
+    assert straight[1].dtype == "float64"
+    _assert_same_run(backend64, straight, [first, second])
 
 
 @pytest.mark.parametrize("spec", ["jax", "torch"])
@@ -133,6 +144,29 @@ def test_an_epoch_stopped_after_its_last_step_completes_its_record_on_resume(num
     _assert_same_run(numpy_backend, straight, [first, second])
 
 
+def test_set_epoch_moves_each_dropout_past_masks_of_its_own_input_shape(backend64):
+    """``Sequential.set_epoch(e, skip, batch_shape)``: each Dropout skips ``skip`` masks of the
+    shape its input has (each layer's output width, leading batch dimensions kept) in the
+    model's dtype; without ``skip`` it only restarts."""
+    model = mlp_xp.Sequential(mlp_xp.layers.ReLU(), mlp_xp.layers.Dropout(0.5), mlp_xp.layers.Linear(3, 5),
+                              mlp_xp.layers.Dropout(0.5)).init(backend64, seed=1, dtype="float64")
+    first, second = model.layers[1].rng, model.layers[3].rng
+    expected = []
+    for rng, shape in ((first, (2, 4, 3)), (second, (2, 4, 5))):
+        rng.restart(7)
+        rng.skip(shape, "float64", 2)
+        expected.append(backend64.to_numpy(rng.bernoulli_mask(shape, 0.5, "float64")))
+    model.set_epoch(7, skip=2, batch_shape=(2, 4, 3))
+    got = [backend64.to_numpy(first.bernoulli_mask((2, 4, 3), 0.5, "float64")),
+           backend64.to_numpy(second.bernoulli_mask((2, 4, 5), 0.5, "float64"))]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    model.set_epoch(7, batch_shape=(2, 4, 3))
+    mask = backend64.to_numpy(first.bernoulli_mask((2, 4, 3), 0.5, "float64"))
+    first.restart(7)
+    np.testing.assert_array_equal(mask, backend64.to_numpy(first.bernoulli_mask((2, 4, 3), 0.5, "float64")))
+
+
 def test_resume_must_belong_to_the_start_epoch(numpy_backend):
     x, y = _data()
     model = mlp_xp.make_mlp(FEATURES, [16], CLASSES).init(numpy_backend)
@@ -153,6 +187,8 @@ def test_resume_point_splits_and_combines_the_sums_of_processes():
     assert resume_point(saved, Rank(1, 2)) == saved[1] and resume_point(saved, Rank(1, 2)) is not saved[1]
     assert resume_point(saved, Rank(0, 1)) == EpochProgress(1, 4, 128, 63.75, 101.0, 2.0)
     assert resume_point(saved, Rank(2, 3)) == EpochProgress(1, 4, 0, 0.0, 0.0, 0.0)
+    none_right = [dataclasses.replace(p, correct=0.0) for p in saved]
+    assert resume_point(none_right, Rank(0, 1)).correct == 0.0
     no_accuracy = [dataclasses.replace(p, correct=None) for p in saved]
     assert resume_point(no_accuracy, Rank(0, 1)).correct is None
     assert resume_point(no_accuracy, Rank(1, 3)).correct is None
@@ -168,9 +204,18 @@ def test_progress_is_gathered_from_every_process_exactly():
             first = [60.0, 30.5, 50.0, 2.0, 0.0, 0.0, 0.0, 0.0]  # what rank 0 sent
             return [a + b for a, b in zip(values, first, strict=True)]
 
+    class FirstOfTwo(Communicator):
+        rank, size = 0, 2
+
+        def sum_floats(self, values):
+            second = [0.0, 0.0, 0.0, 0.0, 68.0, 33.25, 0.0, 2.5]  # what rank 1 sent (no right answer)
+            return [a + b for a, b in zip(values, second, strict=True)]
+
     done = EpochProgress(1, 4, 68, 33.25, 51.0, 2.5)
     assert _gathered(SecondOfTwo(), done) == [EpochProgress(1, 4, 60, 30.5, 50.0, 2.0), done]
     assert [p.correct for p in _gathered(SecondOfTwo(), dataclasses.replace(done, correct=None))] == [None, None]
+    first = EpochProgress(1, 4, 60, 30.5, 0.0, 2.0)
+    assert _gathered(FirstOfTwo(), first) == [first, EpochProgress(1, 4, 68, 33.25, 0.0, 2.5)]
     assert _gathered(Communicator(), done) == [done]
 
 

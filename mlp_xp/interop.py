@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, to_device
 
-from .arrays import Array
+from .arrays import Array, namespace
 from .backends import Backend
 from .model import Sequential
 
@@ -74,7 +74,7 @@ def _into(x: Any, xp: Any, where: Any, target: str, upload: Any) -> Array:
 
 
 def _of_namespace(x: Any, xp: Any) -> bool:
-    return is_array_api_obj(x) and array_namespace(x) is xp
+    return is_array_api_obj(x) and namespace(x) is xp
 
 
 def _host_copy(x: Any, target: str, reason: Exception) -> np.ndarray:

@@ -567,3 +567,28 @@ def test_hot_path_device_inside_a_jax_trace():
 
     traced(jax.numpy.zeros(3))
     assert seen and seen[0][0] == seen[0][1]
+
+
+@pytest.mark.parametrize(
+    "name, axis", [(name, axis) for name in ("sum", "max", "min", "argmax") for axis in (None, 0, -1, (0, 1))][:-1]
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "bool"])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_numpy_namespace_reductions_match_array_api_compat(name, axis, dtype, keepdims):
+    """The NumPy backend's fast reductions give compat's values, types, dtypes and shapes."""
+    import array_api_compat.numpy as compat
+
+    fast = mlp_xp.get_backend("numpy").xp
+    x = np.random.default_rng(3).integers(-5, 6, size=(4, 3, 2)).astype(dtype)
+    want = getattr(compat, name)(x, axis=axis, keepdims=keepdims)
+    got = getattr(fast, name)(x, axis=axis, keepdims=keepdims)
+    assert type(got) is type(want)
+    assert got.dtype == np.asarray(want).dtype and got.shape == np.shape(want)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_namespace_sum_honours_dtype():
+    fast = mlp_xp.get_backend("numpy").xp
+    x = np.ones((3, 2), dtype=np.float32)
+    assert fast.sum(x, dtype=fast.float64).dtype == np.float64
+    assert fast.sum(np.ones(3, dtype=np.int8)).dtype == fast.sum(np.ones(3, dtype=np.int64)).dtype

@@ -482,6 +482,8 @@ def test_decay_mask_is_in_the_buffers_dtype(numpy_backend, dtype):
 
 def test_namespace_is_looked_up_once_per_array_type(monkeypatch):
     """``namespace`` caches by array type: repeated calls ask ``array_namespace`` once."""
+    import array_api_strict
+
     calls = []
     real = arrays_module.array_namespace
 
@@ -491,10 +493,15 @@ def test_namespace_is_looked_up_once_per_array_type(monkeypatch):
 
     monkeypatch.setattr(arrays_module, "_NAMESPACES", {})
     monkeypatch.setattr(arrays_module, "array_namespace", counting)
-    x = np.zeros(2)
+    x = array_api_strict.zeros(2)
     spaces = [namespace(x) for _ in range(3)]
-    assert calls == [np.ndarray] and spaces[0] is spaces[1] is spaces[2] is real(x)
-    assert mlp_xp.get_backend("numpy").xp is real(x)
+    assert calls == [type(x)] and spaces[0] is spaces[1] is spaces[2] is real(x)
+
+
+def test_numpy_arrays_get_the_numpy_backends_namespace():
+    """The NumPy backend registers its namespace for ``np.ndarray``: layers and the backend
+    use the same one (interop tells "already an array of this backend" by identity)."""
+    assert namespace(np.zeros(2)) is mlp_xp.get_backend("numpy").xp
 
 
 def test_apply_alone_prepares_state_and_the_decay_mask(numpy_backend):

@@ -1,8 +1,44 @@
-"""NumPy on the CPU: the reference backend and the host format of every other."""
+"""NumPy on the CPU: the reference backend and the host format of every other.
+
+Its namespace, ``xp``, is ``array_api_compat.numpy`` with the reductions a training step calls
+(``sum``, ``max``, ``min``, ``argmax``) bound straight to NumPy's ufunc reductions and array
+methods: the same results, without the Python dispatch of ``np.sum`` and friends (1 to 2 µs a
+call, several calls a step, where a 784-100-10 step takes about 400 µs). ``xp`` is registered
+as the namespace of ``np.ndarray`` (``arrays.namespace``), so layers and losses use it too.
+"""
 
 from __future__ import annotations
 
+import types
+from typing import Any
+
+import array_api_compat.numpy as compat_numpy
+import numpy as np
+
+from ..arrays import register_namespace
 from .base import Backend, tune_host_allocator
+
+
+def _sum(x: np.ndarray, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> np.ndarray:
+    return np.add.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def _max(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
+
+
+def _min(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    return np.minimum.reduce(x, axis=axis, keepdims=keepdims)
+
+
+def _argmax(x: np.ndarray, /, *, axis: int | None = None, keepdims: bool = False) -> np.ndarray:
+    return x.argmax(axis=axis, keepdims=keepdims)
+
+
+xp = types.ModuleType(compat_numpy.__name__, compat_numpy.__doc__)
+xp.__dict__.update(vars(compat_numpy))
+xp.sum, xp.max, xp.min, xp.argmax = _sum, _max, _min, _argmax
+register_namespace(np.ndarray, xp)
 
 
 class NumpyBackend(Backend):
@@ -12,6 +48,4 @@ class NumpyBackend(Backend):
 
 def create() -> NumpyBackend:
     tune_host_allocator()
-    import array_api_compat.numpy as xp
-
     return NumpyBackend(xp, "cpu", "numpy")

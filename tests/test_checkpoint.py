@@ -337,3 +337,15 @@ def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path, numpy_b
     mlp_xp.save_checkpoint(path, model, epoch=1, config={"pad": "x" * pad})
     assert path.read_bytes()[:2] == bytes([0x80, protocol])
     assert mlp_xp.load_checkpoint(path).meta["config"]["pad"] == "x" * pad
+
+
+def test_progress_schema_follows_epoch_progress():
+    """The loader's schema for 'progress' entries names exactly EpochProgress's fields, each
+    with the type its annotation gives (a field added to one must be added to the other)."""
+    import dataclasses
+
+    from mlp_xp import checkpoint
+    from mlp_xp.train import EpochProgress
+
+    kinds = {"int": int, "float": float, "float | None": (float, type(None))}
+    assert checkpoint._PROGRESS_FIELDS == {f.name: kinds[f.type] for f in dataclasses.fields(EpochProgress)}

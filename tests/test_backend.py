@@ -348,6 +348,7 @@ def test_skipping_draws_continues_the_stream_where_those_draws_would_leave_it(ba
 
 def _reference_counter_bits(seed: int, counter_value: int, n: int) -> list[int]:
     """The module docstring's formula in Python integers, with Mueller's hash written out."""
+
     def mix(h):
         for _ in range(2):
             h = (((h >> 16) ^ h) * 0x45D9F3B) % 2**32
@@ -381,6 +382,7 @@ def test_counter_masks_follow_the_documented_hash(spec, seed):
 def test_counter_masks_identical_across_backends(other_backend):
     """The same key gives the same bits on every library (int64 arithmetic, no overflow);
     another seed gives another mask."""
+
     def draws(backend, seed):
         key, masks = counter.new_key(backend, seed), []
         for _ in range(2):
@@ -591,6 +593,46 @@ def test_numpy_namespace_reductions_match_array_api_compat(name, axis, dtype, ke
     assert type(got) is type(want)
     assert got.dtype == np.asarray(want).dtype and got.shape == np.shape(want)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda xp, x: xp.take(x, xp.asarray([2, 0, 2]), axis=0),
+        lambda xp, x: xp.take(x, xp.asarray([1, 0]), axis=-1),
+        lambda xp, x: xp.take(xp.reshape(x, (-1,)), xp.asarray([5, 1])),
+        lambda xp, x: xp.astype(x, xp.int8),
+        lambda xp, x: xp.astype(x, xp.float64, device="cpu"),
+        lambda xp, x: xp.eye(3, dtype=xp.float32),
+        lambda xp, x: xp.eye(2, 4, k=1, dtype=xp.int64, device="cpu"),
+        lambda xp, x: xp.eye(3),
+    ],
+    ids=["take-0", "take-last", "take-1d", "astype", "astype-device", "eye", "eye-k", "eye-default"],
+)
+def test_numpy_namespace_array_functions_match_array_api_compat(call):
+    """The NumPy backend's direct ``take``, ``astype`` and ``eye`` give compat's values, dtypes and shapes."""
+    import array_api_compat.numpy as compat
+
+    fast = mlp_xp.get_backend("numpy").xp
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) - 4.5
+    want, got = call(compat, x), call(fast, x)
+    assert type(got) is type(want) and got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_namespace_astype_copies_unless_told_not_to():
+    fast = mlp_xp.get_backend("numpy").xp
+    x = np.ones(3, dtype=np.float32)
+    assert fast.astype(x, fast.float32) is not x
+    assert fast.astype(x, fast.float32, copy=False) is x
+
+
+@pytest.mark.parametrize(
+    "call", [lambda xp: xp.astype(xp.ones(2), xp.float32, device="gpu"), lambda xp: xp.eye(2, device="gpu")]
+)
+def test_numpy_namespace_rejects_other_devices(call):
+    with pytest.raises(ValueError, match="Unsupported device for NumPy: 'gpu'"):
+        call(mlp_xp.get_backend("numpy").xp)
 
 
 def test_numpy_namespace_sum_honours_dtype():

@@ -1,9 +1,10 @@
 """NumPy on the CPU: the reference backend and the host format of every other.
 
-Its namespace, ``xp``, is ``array_api_compat.numpy`` with the reductions a training step calls
-(``sum``, ``max``, ``min``, ``argmax``) bound straight to NumPy's ufunc reductions and array
-methods: the same results, without the Python dispatch of ``np.sum`` and friends (1 to 2 µs a
-call, several calls a step, where a 784-100-10 step takes about 400 µs). ``xp`` is registered
+Its namespace, ``xp``, is ``array_api_compat.numpy`` with the functions a training step calls
+(``sum``, ``max``, ``min``, ``argmax``, ``take``, ``astype``, ``eye``) bound straight to NumPy's
+ufunc reductions and array methods: the same results, without the Python dispatch of ``np.sum``
+and friends or compat's wrappers (1 to 2 µs a call, several calls a step, where a 784-100-10
+step takes about 400 µs). ``xp`` is registered
 as the namespace of ``np.ndarray`` (``arrays.namespace``), so layers and losses use it too.
 """
 
@@ -35,9 +36,29 @@ def _argmax(x: np.ndarray, /, *, axis: int | None = None, keepdims: bool = False
     return x.argmax(axis=axis, keepdims=keepdims)
 
 
+def _take(x: np.ndarray, indices: np.ndarray, /, *, axis: int | None = None) -> np.ndarray:
+    return x.take(indices, axis=axis)
+
+
+def _astype(x: np.ndarray, dtype: Any, /, *, copy: bool = True, device: Any = None) -> np.ndarray:
+    _check_device(device)
+    return x.astype(dtype, copy=copy)
+
+
+def _eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None, device: Any = None) -> np.ndarray:
+    _check_device(device)
+    return np.eye(n_rows, n_cols, k=k, dtype=dtype)
+
+
+def _check_device(device: Any) -> None:
+    if device not in (None, "cpu"):
+        raise ValueError(f"Unsupported device for NumPy: {device!r}")
+
+
 xp = types.ModuleType(compat_numpy.__name__, compat_numpy.__doc__)
 xp.__dict__.update(vars(compat_numpy))
 xp.sum, xp.max, xp.min, xp.argmax = _sum, _max, _min, _argmax
+xp.take, xp.astype, xp.eye = _take, _astype, _eye
 register_namespace(np.ndarray, xp)
 
 

@@ -22,6 +22,7 @@ compiled scan does the same on the per-parameter arrays it carries (``parts``).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,8 @@ class Optimizer:
         self._decay_for: float | None = None  # the λ that _decay was made for
         self._mask: Array | None = None
         self._on: tuple[Any, str] | None = None  # the model's (backend, dtype) the state was made on
+        self._plan_key: tuple[Array, ...] | None = None  # the buffers _plan_steps views
+        self._plan_steps: list[tuple[Any, Array, dict[str, Array]]] = []
 
     def set_epoch(self, epoch: int) -> None:
         """Set the learning rate for a 0-based epoch from the schedule."""
@@ -84,7 +87,7 @@ class Optimizer:
         if self._on is not None and (on[0] is not self._on[0] or on[1] != self._on[1]):
             self._follow_model(self._on[0])
         self._on = on
-        if not self.state:
+        if not self.state and self.state_names:
             xp = namespace(flat.data)
             self.state = {name: xp.zeros_like(flat.data) for name in self.state_names}
         if self._decay_for != self.weight_decay:  # λ may change between steps
@@ -115,18 +118,16 @@ class Optimizer:
         flat = self._flat()
         if self.parts is not None:  # inside a compiled scan: prepared outside, nothing to create
             self.steps += 1
-            flat.bind(self._update_each(flat.arrays(), flat.gradients(), self.parts, self._decay))
+            flat.bind(self._update_parts(flat, self.parts, self._decay))
         elif self.model.backend.updates_per_parameter:
             self.prepare()
             self.steps += 1
-            params = flat.arrays()
-            views = {which: flat.split(buffer) for which, buffer in self.state.items()}
-            updated = self._update_each(params, flat.gradients(), views, self.weight_decay)
-            if any(updated[name] is not array for name, array in params.items()):
-                raise RuntimeError(
-                    f"{self.model.backend.spec} asks for per-parameter updates, but its arrays do not update "
-                    "in place: its backend must leave updates_per_parameter False."
-                )
+            for slot, param, state in self._plan(flat):
+                if self._update_one(slot, param, flat.gradient(slot), state, self.weight_decay) is not param:
+                    raise RuntimeError(
+                        f"{self.model.backend.spec} asks for per-parameter updates, but its arrays do not update "
+                        "in place: its backend must leave updates_per_parameter False."
+                    )
         else:
             self.apply(flat.grads())
 
@@ -139,42 +140,49 @@ class Optimizer:
         params = flat.data
         if self.weight_decay:
             params, grads = self._apply_decay(params, grads, self._decay)
-        flat.install(self._update(params, grads))
+        flat.install(self._update(params, grads, self.state))
 
-    def _update_each(
-        self,
-        params: dict[str, Array],
-        grads: dict[str, Array],
-        state: dict[str, dict[str, Array]],
-        decay: Array | float,
-    ) -> dict[str, Array]:
-        """``apply``'s update parameter by parameter: ``params`` and ``grads`` by parameter
-        name, ``state`` as ``{state name: {parameter name: array}}`` (updated there), weight
-        decay λ (``decay``) on the parameters it applies to. ``self.state`` holds one
-        parameter's state while its update runs. Returns the new parameters by name."""
-        whole, updated = self.state, {}
-        try:
-            for slot in self.model.flat:
-                param, grad = params[slot.name], grads[slot.name]
-                if self.weight_decay and (self.decay_all or slot.decays):
-                    param, grad = self._apply_decay(param, grad, decay)
-                self.state = {which: arrays[slot.name] for which, arrays in state.items()}
-                updated[slot.name] = self._update(param, grad)
-                for which, array in self.state.items():
-                    state[which][slot.name] = array
-        finally:
-            self.state = whole
+    def _plan(self, flat: Any) -> list[tuple[Any, Array, dict[str, Array]]]:
+        """Each parameter's slot, its view of the buffer and its views of the state buffers
+        (``{state name: view}``), for the per-parameter update: made once, and again when the
+        buffer or the state buffers are replaced (eager NumPy only, where no tracer exists)."""
+        key = (flat.data, *self.state.values())
+        if self._plan_key is None or len(key) != len(self._plan_key) or not all(map(operator.is_, key, self._plan_key)):
+            views = {which: flat.split(buffer) for which, buffer in self.state.items()}
+            params = flat.arrays()
+            self._plan_steps = [
+                (slot, params[slot.name], {which: views[which][slot.name] for which in views}) for slot in flat
+            ]
+            self._plan_key = key
+        return self._plan_steps
+
+    def _update_parts(self, flat: Any, parts: dict[str, dict[str, Array]], decay: Array | float) -> dict[str, Array]:
+        """``apply``'s update parameter by parameter on the arrays a compiled scan carries:
+        the layers' parameters and gradients, and ``parts`` (``{state name: {parameter name:
+        array}}``, updated there). Returns the new parameters by name."""
+        updated = {}
+        for slot in flat:
+            state = {which: arrays[slot.name] for which, arrays in parts.items()}
+            updated[slot.name] = self._update_one(slot, slot.layer.params[slot.key], flat.gradient(slot), state, decay)
+            for which, array in state.items():
+                parts[which][slot.name] = array
         return updated
+
+    def _update_one(self, slot: Any, param: Array, grad: Array, state: dict[str, Array], decay: Array | float) -> Array:
+        """One parameter's update, with weight decay ``decay`` (λ) where it applies to it."""
+        if self.weight_decay and (self.decay_all or slot.decays):
+            param, grad = self._apply_decay(param, grad, decay)
+        return self._update(param, grad, state)
 
     def _apply_decay(self, params: Array, grads: Array, decay: Array | float) -> tuple[Array, Array]:
         """Weight decay with factor ``decay`` (λ, or the flat mask × λ)."""
         grads += decay * params
         return params, grads
 
-    def _update(self, params: Array, grads: Array) -> Array:
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> Array:
         """The update of ``params`` (the flat buffer, or one parameter) from ``grads`` and the
-        matching buffers in ``state``, which it updates in place or rebinds there; returns the
-        new parameters (``params`` itself where updated in place)."""
+        matching buffers in ``state`` (``{state name: array}``), which it updates in place or
+        rebinds there; returns the new parameters (``params`` itself where updated in place)."""
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, Array]:
@@ -218,12 +226,12 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.state_names = ("momentum",) if momentum else ()
 
-    def _update(self, params: Array, grads: Array) -> Array:
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> Array:
         if self.momentum:
-            velocity = self.state["momentum"]
+            velocity = state["momentum"]
             velocity *= self.momentum
             velocity += grads
-            self.state["momentum"] = velocity
+            state["momentum"] = velocity
             if not self.nesterov:
                 params -= self.lr * velocity  # velocity is state: never scaled in place
                 return params
@@ -255,10 +263,10 @@ class Adam(Optimizer):
         self.betas = betas
         self.eps = eps
 
-    def _update(self, params: Array, grads: Array) -> Array:
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> Array:
         xp = namespace(params)
         beta1, beta2 = self.betas
-        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         # m ← β₁m + (1−β₁)g as β₁(m − g) + g: in place, no temporary
         m -= grads
         m *= beta1
@@ -267,7 +275,7 @@ class Adam(Optimizer):
         v -= squared
         v *= beta2
         v += squared
-        self.state["exp_avg"], self.state["exp_avg_sq"] = m, v
+        state["exp_avg"], state["exp_avg_sq"] = m, v
         root2 = (1.0 - beta2**self.steps) ** 0.5
         denom = xp.sqrt(v)
         denom += self.eps * root2

@@ -79,15 +79,16 @@ class FlatParameters:
         for slot in self.slots:
             slot.layer.params[slot.key] = arrays[slot.name]
 
+    def gradient(self, slot: Slot) -> Array:
+        """The gradient ``model.backward`` stored for ``slot``'s parameter (the layer's own array)."""
+        grad = slot.layer.grads.get(slot.key)
+        if grad is None:
+            raise RuntimeError(f"no gradient for {slot.name}: call model.backward() before optimizer.step().")
+        return grad
+
     def gradients(self) -> dict[str, Array]:
-        """The layers' gradients by ``"<layer>.<key>"`` (the layers' own arrays)."""
-        arrays = {}
-        for slot in self.slots:
-            grad = slot.layer.grads.get(slot.key)
-            if grad is None:
-                raise RuntimeError(f"no gradient for {slot.name}: call model.backward() before optimizer.step().")
-            arrays[slot.name] = grad
-        return arrays
+        """The layers' gradients by ``"<layer>.<key>"``."""
+        return {slot.name: self.gradient(slot) for slot in self.slots}
 
     def grads(self) -> Array:
         """The layers' gradients gathered into one flat array (one ``concat``)."""
@@ -109,9 +110,8 @@ class FlatParameters:
     def sync(self) -> None:
         """Copy parameters assigned since the last bind into the buffer (no device work when
         none was: an identity check per parameter)."""
-        current = self.arrays()
-        if any(a is not b for a, b in zip(current.values(), self._views)):
-            self.data = self.join(current)
+        if not all(slot.layer.params[slot.key] is view for slot, view in zip(self.slots, self._views)):
+            self.data = self.join(self.arrays())
             self._bind()
 
     def install(self, data: Array) -> None:

@@ -71,7 +71,7 @@ def _adam_reference(p, grads, lrs, betas=(0.9, 0.999), eps=1e-8, l2=0.0, decoupl
 class _PlainDescent(Optimizer):
     """A user optimizer built on the documented base class: ``p ← p − lr·g``."""
 
-    def _update(self, params, grads):
+    def _update(self, params, grads, state):
         params -= self.lr * grads
         return params
 

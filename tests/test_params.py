@@ -137,3 +137,30 @@ def test_numpy_steps_without_gathering_the_gradients(numpy_backend, monkeypatch)
     before = model.flat.data.copy()
     _step(model, optimizer, numpy_backend)
     assert np.abs(model.flat.data - before).max() > 1e-3
+
+
+@pytest.mark.parametrize("replaced", ["parameter", "state"])
+def test_per_parameter_steps_follow_what_is_replaced_between_steps(numpy_backend, replaced):
+    """The per-parameter update keeps its views of the buffers from step to step; a parameter
+    assigned, or optimizer state loaded, after a step is what the next step updates."""
+    model = make_mlp(6, [5], 3).init(numpy_backend, seed=3)
+    optimizer = SGD(model, lr=0.5, momentum=0.9)
+    _step(model, optimizer, numpy_backend)
+    if replaced == "parameter":
+        model["hidden1"].params["weight"] = np.full((6, 5), 0.1, dtype=np.float32)
+    state = {key: value.copy() for key, value in optimizer.state_arrays().items()}
+    if replaced == "state":
+        state = {key: np.full_like(value, 0.2) for key, value in state.items()}
+        optimizer.load_state_arrays(state, optimizer.steps)
+    reference = make_mlp(6, [5], 3).init(numpy_backend, seed=0)
+    for name, value in model.parameters().items():
+        layer, _, key = name.partition(".")
+        reference[layer].params[key] = value.copy()
+    reference_optimizer = SGD(reference, lr=0.5, momentum=0.9)
+    reference_optimizer.load_state_arrays({key: value.copy() for key, value in state.items()}, optimizer.steps)
+    _step(model, optimizer, numpy_backend, seed=1)
+    _step(reference, reference_optimizer, numpy_backend, seed=1)
+    for name, value in reference.parameters().items():
+        np.testing.assert_array_equal(model.parameters()[name], value, err_msg=name)
+    for key, value in reference_optimizer.state_arrays().items():
+        np.testing.assert_array_equal(optimizer.state_arrays()[key], value, err_msg=key)

@@ -595,6 +595,31 @@ def test_numpy_namespace_reductions_match_array_api_compat(name, axis, dtype, ke
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("rows, cols", [(15, 10), (16, 10), (64, 10), (1000, 2), (20, 1)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_numpy_namespace_row_max_matches_array_api_compat(rows, cols, dtype, keepdims):
+    """Row maxima (``max`` over the last axis of a matrix, which the NumPy backend picks at each
+    row's argmax from 16 rows on) equal compat's, NaN rows, infinities and ties included."""
+    import array_api_compat.numpy as compat
+
+    fast = mlp_xp.get_backend("numpy").xp
+    x = np.random.default_rng(rows).standard_normal((rows, cols)).astype(dtype)
+    x[1, -1], x[2, 0], x[3, :] = np.nan, np.inf, -np.inf  # a NaN, +inf, a row all -inf
+    x[4, :] = 1.5  # a row of ties
+    for axis in (-1, 1):
+        want = compat.max(x, axis=axis, keepdims=keepdims)
+        got = fast.max(x, axis=axis, keepdims=keepdims)
+        assert type(got) is type(want) and got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_namespace_row_max_of_empty_rows_raises_as_numpy_does():
+    fast = mlp_xp.get_backend("numpy").xp
+    with pytest.raises(ValueError, match="zero-size array to reduction operation maximum"):
+        fast.max(np.zeros((32, 0), dtype=np.float32), axis=-1)
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -606,11 +631,27 @@ def test_numpy_namespace_reductions_match_array_api_compat(name, axis, dtype, ke
         lambda xp, x: xp.eye(3, dtype=xp.float32),
         lambda xp, x: xp.eye(2, 4, k=1, dtype=xp.int64, device="cpu"),
         lambda xp, x: xp.eye(3),
+        lambda xp, x: xp.arange(5),
+        lambda xp, x: xp.arange(2, 11, 3, dtype=xp.int64, device="cpu"),
+        lambda xp, x: xp.arange(1.0, step=0.25, dtype=xp.float32),
     ],
-    ids=["take-0", "take-last", "take-1d", "astype", "astype-device", "eye", "eye-k", "eye-default"],
+    ids=[
+        "take-0",
+        "take-last",
+        "take-1d",
+        "astype",
+        "astype-device",
+        "eye",
+        "eye-k",
+        "eye-default",
+        "arange",
+        "arange-step",
+        "arange-float",
+    ],
 )
 def test_numpy_namespace_array_functions_match_array_api_compat(call):
-    """The NumPy backend's direct ``take``, ``astype`` and ``eye`` give compat's values, dtypes and shapes."""
+    """The NumPy backend's direct ``take``, ``astype``, ``eye`` and ``arange`` give compat's values, dtypes
+    and shapes."""
     import array_api_compat.numpy as compat
 
     fast = mlp_xp.get_backend("numpy").xp

@@ -1,8 +1,8 @@
 """NumPy on the CPU: the reference backend and the host format of every other.
 
 Its namespace, ``xp``, is ``array_api_compat.numpy`` with the functions a training step calls
-(``sum``, ``max``, ``min``, ``argmax``, ``take``, ``astype``, ``eye``) bound straight to NumPy's
-ufunc reductions and array methods: the same results, without the Python dispatch of ``np.sum``
+(``sum``, ``max``, ``min``, ``argmax``, ``take``, ``astype``, ``eye``, ``arange``) bound straight to
+NumPy's ufunc reductions and array methods: the same results, without the Python dispatch of ``np.sum``
 and friends or compat's wrappers (1 to 2 µs a call, several calls a step, where a 784-100-10
 step takes about 400 µs). ``xp`` is registered as the namespace of ``np.ndarray``
 (``arrays.namespace``), so layers and losses use it too.
@@ -25,7 +25,15 @@ def _sum(x: np.ndarray, /, *, axis: Any = None, dtype: Any = None, keepdims: boo
 
 
 def _max(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    if axis in (1, -1) and x.ndim == 2 and x.shape[0] >= _ROWS_FOR_GATHER and x.shape[1] and x.dtype.kind == "f":
+        # each row's maximum picked at its argmax: NumPy's argmax is vectorised along a row and
+        # maximum.reduce is not (64×10: 3.3 µs against 6.1; 1024×10: 23 against 80)
+        top = x[np.arange(x.shape[0]), x.argmax(axis=1)]
+        return top[:, None] if keepdims else top
     return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
+
+
+_ROWS_FOR_GATHER = 16  # below this, one reduce call costs less than argmax, arange and a gather
 
 
 def _min(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
@@ -45,6 +53,13 @@ def _astype(x: np.ndarray, dtype: Any, /, *, copy: bool = True, device: Any = No
     return x.astype(dtype, copy=copy)
 
 
+def _arange(
+    start: float, /, stop: float | None = None, step: float = 1, *, dtype: Any = None, device: Any = None
+) -> np.ndarray:
+    _check_device(device)
+    return np.arange(start, stop, step, dtype=dtype)
+
+
 def _eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None, device: Any = None) -> np.ndarray:
     _check_device(device)
     return np.eye(n_rows, n_cols, k=k, dtype=dtype)
@@ -58,7 +73,7 @@ def _check_device(device: Any) -> None:
 xp = types.ModuleType(compat_numpy.__name__, compat_numpy.__doc__)
 xp.__dict__.update(vars(compat_numpy))
 xp.sum, xp.max, xp.min, xp.argmax = _sum, _max, _min, _argmax
-xp.take, xp.astype, xp.eye = _take, _astype, _eye
+xp.take, xp.astype, xp.eye, xp.arange = _take, _astype, _eye, _arange
 register_namespace(np.ndarray, xp)
 
 

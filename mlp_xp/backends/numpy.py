@@ -4,7 +4,9 @@ Its namespace, ``xp``, is ``array_api_compat.numpy`` with the functions a traini
 (``sum``, ``max``, ``min``, ``argmax``, ``take``, ``astype``, ``eye``, ``arange``) bound straight to
 NumPy's ufunc reductions and array methods: the same results, without the Python dispatch of ``np.sum``
 and friends or compat's wrappers (1 to 2 µs a call, several calls a step, where a 784-100-10
-step takes about 400 µs). ``xp`` is registered as the namespace of ``np.ndarray``
+step takes about 400 µs). Row maxima of a matrix (``max`` over its last axis, the softmax's shift)
+are picked at each row's ``argmax``, which NumPy vectorises along a row where it does not
+vectorise ``maximum.reduce``. ``xp`` is registered as the namespace of ``np.ndarray``
 (``arrays.namespace``), so layers and losses use it too.
 """
 
@@ -24,6 +26,9 @@ def _sum(x: np.ndarray, /, *, axis: Any = None, dtype: Any = None, keepdims: boo
     return np.add.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
 
 
+_ROWS_FOR_GATHER = 16  # row maxima of fewer rows: one reduce call costs less than argmax, arange and a gather
+
+
 def _max(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
     if axis in (1, -1) and x.ndim == 2 and x.shape[0] >= _ROWS_FOR_GATHER and x.shape[1] and x.dtype.kind == "f":
         # each row's maximum picked at its argmax: NumPy's argmax is vectorised along a row and
@@ -31,9 +36,6 @@ def _max(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.nd
         top = x[np.arange(x.shape[0]), x.argmax(axis=1)]
         return top[:, None] if keepdims else top
     return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
-
-
-_ROWS_FOR_GATHER = 16  # below this, one reduce call costs less than argmax, arange and a gather
 
 
 def _min(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:

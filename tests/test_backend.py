@@ -669,7 +669,13 @@ def test_numpy_namespace_astype_copies_unless_told_not_to():
 
 
 @pytest.mark.parametrize(
-    "call", [lambda xp: xp.astype(xp.ones(2), xp.float32, device="gpu"), lambda xp: xp.eye(2, device="gpu")]
+    "call",
+    [
+        lambda xp: xp.astype(xp.ones(2), xp.float32, device="gpu"),
+        lambda xp: xp.eye(2, device="gpu"),
+        lambda xp: xp.arange(3, device="gpu"),
+    ],
+    ids=["astype", "eye", "arange"],
 )
 def test_numpy_namespace_rejects_other_devices(call):
     with pytest.raises(ValueError, match="Unsupported device for NumPy: 'gpu'"):

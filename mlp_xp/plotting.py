@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import write_atomically
 
 
 def pyplot() -> Any:
@@ -23,14 +26,11 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG atomically (temp file + rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    """Save ``fig`` as PNG atomically (see ``write_atomically``) and close it."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(fig)
-    return path
+    return write_atomically(path, png.getvalue())
 
 
 def plot_history(epochs: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:

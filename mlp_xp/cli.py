@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +25,8 @@ from .checkpoint import Checkpoint, load_checkpoint, restore, save_checkpoint
 from .cli_checks import (
     check_arguments,
     check_batch_size_against_checkpoint,
+    check_data_against_model,
     check_epochs_against_checkpoint,
-    check_features_against_model,
     check_predict_range,
     check_val_split,
 )
@@ -42,6 +41,7 @@ from .distributed import (
     synchronise_batchnorm,
     world,
 )
+from .files import write_atomically
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
 from .optim import SGD, Adam, AdamW, Optimizer, get_schedule
@@ -417,16 +417,9 @@ def _held_out_loader(
 
 
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename); ``RunFailed`` when that is impossible."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write JSON atomically (see ``write_atomically``); ``RunFailed`` when that is impossible."""
     with _writing("the metrics JSON", path):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(document, indent=1))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(path, json.dumps(document, indent=1).encode())
 
 
 # -- eval / predict -------------------------------------------------------------------------
@@ -446,7 +439,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
 def _load_test_data(args: argparse.Namespace, checkpoint: Checkpoint):
     """The dataset of ``args``, checked to fit the checkpoint's model."""
     data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
-    check_features_against_model(args.load, checkpoint.meta["model_config"]["in_features"], data.name, data.n_features)
+    check_data_against_model(args.load, checkpoint.meta["model_config"], data.name, data.n_features, data.n_classes)
     return data
 
 
@@ -481,6 +474,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with _writing("the prediction grid", args.out):
             plot_predictions(images[:drawn], predicted[:drawn], truth[:drawn].tolist(), names, args.out)
         print(f"wrote {args.out}" + (f" (the first {drawn} of {len(images)} images)" if drawn < len(images) else ""))
+    else:
+        print(f"no image grid written to {args.out}: {data.name}'s samples are not 28x28 images")
     return EXIT_OK
 
 

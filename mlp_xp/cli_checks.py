@@ -22,7 +22,7 @@ __all__ = [
     "UsageError",
     "check_arguments",
     "check_epochs_against_checkpoint",
-    "check_features_against_model",
+    "check_data_against_model",
     "check_predict_range",
     "check_val_split",
 ]
@@ -34,7 +34,13 @@ class UsageError(ValueError):
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise ``UsageError`` for the first argument of ``args`` that cannot work."""
-    checks = {"train": _check_train, "eval": _check_eval, "predict": _check_predict, "bench": _check_bench}
+    checks = {
+        "train": _check_train,
+        "eval": _check_eval,
+        "predict": _check_predict,
+        "export": _check_export,
+        "bench": _check_bench,
+    }
     if args.command in checks:
         checks[args.command](args)
 
@@ -69,11 +75,15 @@ def check_predict_range(start: int, count: int, n: int) -> None:
                          f"at most {n - start} are left")
 
 
-def check_features_against_model(path: str, model_features: int, data_name: str, data_features: int) -> None:
-    """The checkpoint's model and the dataset must agree on the number of input features."""
-    if model_features != data_features:
-        raise UsageError(f"{path} holds a model of {model_features} input features, but {data_name} has "
-                         f"{data_features}; choose the dataset it was trained on (--dataset, --data-dir)")
+def check_data_against_model(path: str, model_config: dict, data_name: str, features: int, classes: int) -> None:
+    """The checkpoint's model and the dataset must agree on the input features and the classes."""
+    for what, model_has, data_has in (
+        ("input features", model_config["in_features"], features),
+        ("classes", model_config["out_features"], classes),
+    ):
+        if model_has != data_has:
+            raise UsageError(f"{path} holds a model of {model_has} {what}, but {data_name} has {data_has}; "
+                             "choose the dataset it was trained on (--dataset, --data-dir)")
 
 
 # -- per command ---------------------------------------------------------------------------
@@ -83,6 +93,7 @@ def _check_train(args: argparse.Namespace) -> None:
     _check_data_args(args)
     _at_least("--epochs", args.epochs, 1, "nothing would be trained")
     _at_least("--batch-size", args.batch_size, 1)
+    _at_least("--seed", args.seed, 0)
     for width in args.hidden:
         _at_least("--hidden", width, 1, "every hidden layer needs a width")
     if not 0 <= args.dropout < 1:
@@ -111,6 +122,8 @@ def _check_train(args: argparse.Namespace) -> None:
     if args.plot:
         _png_with_matplotlib("--plot", args.plot)
     _distinct(outputs)
+    # --save may overwrite the checkpoint it resumed from (the usual way); the other outputs may not
+    _distinct({"--resume": args.resume, "--metrics-json": args.metrics_json, "--plot": args.plot})
 
 
 def _check_eval(args: argparse.Namespace) -> None:
@@ -126,6 +139,12 @@ def _check_predict(args: argparse.Namespace) -> None:
     _at_least("--start", args.start, 0)
     _output_file("--out", args.out)
     _png_with_matplotlib("--out", args.out)
+    _distinct({"--load": args.load, "--out": args.out})
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    _input_file("--load", args.load)
+    _output_file("--out", args.out)
     _distinct({"--load": args.load, "--out": args.out})
 
 

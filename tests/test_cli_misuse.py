@@ -42,6 +42,9 @@ CASES = [
     ("lr-step-0", f"{TRAIN} --lr-decay step --lr-step 0", 2, "--lr-step 0 is below 1"),
     ("val-split-beyond-data", f"{TRAIN} --val-split 100000", 2,
      "--val-split 100000 leaves no training samples: the training set has 360"),
+    ("resume-equals-metrics", f"{TRAIN} --resume {{ckpt}} --epochs 2 --metrics-json {{ckpt}}", 2,
+     "--resume and --metrics-json name the same file"),
+    ("seed-negative", f"{TRAIN} --seed -1", 2, "--seed -1 is below 0"),
     ("save-equals-metrics", f"{TRAIN} --save {{tmp}}/a --metrics-json {{tmp}}/a", 2,
      "--save and --metrics-json name the same file"),
     ("plot-not-png", f"{TRAIN} --plot {{tmp}}/curves.pdf", 2, "figures are written as PNG; give a path ending in .png"),
@@ -66,6 +69,8 @@ CASES = [
     ("eval-batch-size-0", f"{EVAL} --load {{ckpt}} --batch-size 0", 2, "--batch-size 0 is below 1"),
     ("eval-other-dataset", "eval --dataset idx --data-dir {small} --device cpu --load {ckpt}", 2,
      "holds a model of 784 input features, but small has 16"),
+    ("eval-other-classes", "eval --dataset idx --data-dir {four} --device cpu --load {ckpt}", 2,
+     "holds a model of 3 classes, but four has 4"),
     ("predict-count-beyond-data", f"{PREDICT} --count 100000", 2,
      "--count 100000 from --start 0 goes past the end of the test set (60 samples); at most 60 are left"),
     ("predict-count-0", f"{PREDICT} --count 0", 2, "--count 0 is below 1"),
@@ -73,6 +78,11 @@ CASES = [
     ("predict-start-past-end", f"{PREDICT} --start 60", 2, "--start 60 is past the end of the test set (60 samples"),
     ("predict-out-dir", f"{PREDICT} --out {{tmp}}", 2, "--out {tmp} is a directory"),
     ("predict-out-not-png", f"{PREDICT} --out {{tmp}}/grid.jpg", 2, "give a path ending in .png"),
+    ("export-over-its-checkpoint", "export --load {ckpt} --format torch -o {ckpt}", 2,
+     "--load and --out name the same file"),
+    ("export-out-dir", "export --load {ckpt} --format onnx -o {tmp}", 2, "--out {tmp} is a directory"),
+    ("export-missing-checkpoint", "export --load {tmp}/none.ckpt --format onnx -o {tmp}/m.onnx", 2,
+     "--load {tmp}/none.ckpt: no such file"),
     ("bench-rounds-0", "bench --device cpu --rounds 0", 2, "--rounds 0 is below 1"),
     ("bench-batch-size-0", "bench --device cpu --batch-size 0", 2, "--batch-size 0 is below 1"),
     ("bench-json-dir", "bench --device cpu --json {tmp}", 2, "--json {tmp} is a directory"),
@@ -84,12 +94,13 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> dict[str, str]:
-    """A tiny 28x28 IDX dataset (360 train / 60 test, 3 classes), a 4x4 one, a 1-epoch
-    checkpoint of the first, a truncated copy of it, and an empty scratch directory."""
+    """A tiny 28x28 IDX dataset (360 train / 60 test, 3 classes), a 4x4 one, a 28x28 one of 4
+    classes, a 1-epoch checkpoint of the first, a truncated copy of it, and an empty scratch
+    directory."""
     root = tmp_path_factory.mktemp("misuse")
-    paths = {"data": root / "data", "small": root / "small", "tmp": root / "tmp"}
-    for name, side in (("data", 28), ("small", 4)):
-        data = mlp_xp.synthetic(360, d=side * side, classes=3, seed=1, n_test=60)
+    paths = {"data": root / "data", "small": root / "small", "four": root / "four", "tmp": root / "tmp"}
+    for name, side, classes in (("data", 28, 3), ("small", 4, 3), ("four", 28, 4)):
+        data = mlp_xp.synthetic(360, d=side * side, classes=classes, seed=1, n_test=60)
         paths[name].mkdir()
         write_idx(paths[name] / "train-images-idx3-ubyte", data.x_train.reshape(-1, side, side))
         write_idx(paths[name] / "train-labels-idx1-ubyte", data.y_train)
@@ -121,7 +132,7 @@ def test_misuse_is_one_line_with_its_exit_code(places, capsys, monkeypatch, tmp_
     argv = shlex.split(arguments.format(**places))
     exit_code, out, err = run_cli(argv, capsys)
     assert (exit_code, err.count("\n")) == (code, 1), err
-    assert re.match(r"mlp-xp( (train|eval|predict|bench))?: error: ", err) and message.format(**places) in err, err
+    assert re.match(r"mlp-xp( (\w+))?: error: ", err) and message.format(**places) in err, err
     if code == EXIT_USAGE:
         assert out == "", "a usage error must be reported before any work"
 
@@ -160,7 +171,9 @@ def test_predict_grid_is_capped(places, capsys, tmp_path, monkeypatch):
     assert drawn == [8] and "(the first 8 of 20 images)" in out
 
 
-README_PLACES = {"data": "DATA", "small": "SMALL", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt"}
+README_PLACES = {
+    "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt"
+}
 """How the README table writes the places of ``places``."""
 
 

@@ -24,9 +24,9 @@ from .backends import Backend, BackendUnavailableError, available_backends, get_
 from .checkpoint import Checkpoint, load_checkpoint, restore, save_checkpoint
 from .cli_checks import (
     check_arguments,
-    check_batch_size_against_checkpoint,
     check_data_against_model,
     check_epochs_against_checkpoint,
+    check_order_against_checkpoint,
     check_predict_range,
     check_val_split,
 )
@@ -170,11 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def given_options(argv: Sequence[str] | None) -> frozenset[str]:
+    """The destinations of the options that ``argv`` gives explicitly (defaults left out)."""
+    parser = build_parser()
+    (commands,) = parser._subparsers._group_actions  # argparse keeps the subcommands' parsers there
+    for action in commands.choices["train"]._actions:
+        action.default = argparse.SUPPRESS
+    return frozenset(vars(parser.parse_args(argv))) - {"command"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command of ``argv``; returns the exit code (see the module docstring). Under an MPI
     launcher, a failure on any process ends every process (its message printed by the process
     that failed), so that none waits forever."""
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        args.given = given_options(argv)
     comm = Communicator()
     try:
         comm = world()
@@ -277,6 +288,29 @@ class _EpochWriter:
             )
 
 
+RUN_ARGUMENTS = (
+    "dataset", "data_dir", "synthetic_size", "hidden", "activation", "batchnorm", "sync_batchnorm", "dropout", "init",
+    "init_std", "dtype", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "lr_decay", "lr_gamma", "lr_step",
+    "batch_size", "no_shuffle", "val_split", "seed",
+)  # fmt: skip
+"""train's arguments that define a run: ``--resume`` takes from the checkpoint those not given."""
+
+
+def _continue_run(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
+    """``--resume`` continues the checkpoint's run: each of ``RUN_ARGUMENTS`` not given on the
+    command line takes the value the run was started with (``saved``, its config); returns the
+    given ones that differ from it, as ``--flag value (was saved)`` for the log."""
+    changed = []
+    for name in RUN_ARGUMENTS:
+        if name not in saved:
+            continue
+        if name not in args.given:
+            setattr(args, name, saved[name])
+        elif getattr(args, name) != saved[name]:
+            changed.append(f"--{name.replace('_', '-')} {getattr(args, name)} (was {saved[name]})")
+    return changed
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     comm = world()
     if not comm.is_root:  # under mpiexec rank 0 alone prints and writes files
@@ -286,16 +320,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.compile and not backend.compiles:
         backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     checkpoint = load_checkpoint(args.resume) if args.resume else None
+    changed: list[str] = []
     if checkpoint is not None:
         check_epochs_against_checkpoint(args.epochs, checkpoint.meta["epoch"], args.resume)
+        changed = _continue_run(args, checkpoint.meta["config"])
         if checkpoint.meta["progress"]:
-            check_batch_size_against_checkpoint(args.batch_size, checkpoint.meta["config"], args.resume)
+            check_order_against_checkpoint(args, checkpoint.meta["config"], args.resume)
     data = _load_data(args, args.seed)
     if args.val_split:
         check_val_split(args.val_split, len(data.x_train))
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
-    config = {k: v for k, v in vars(args).items() if k != "command"}
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "given")}
     config["backend"] = backend.spec
     config["processes"] = comm.size
     model_config = {
@@ -322,6 +358,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             log(f"resumed {args.resume} in epoch {start_epoch + 1}, after step {resume.steps}")
         else:
             log(f"resumed {args.resume} after epoch {start_epoch}")
+        if changed:
+            log("changed on resuming: " + ", ".join(changed))
     x_train, y_train = data.x_train, data.y_train
     if args.val_split:
         (x_train, y_train), (x_val, y_val) = train_val_split(x_train, y_train, args.val_split, seed=args.seed)
@@ -374,7 +412,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"saved {args.save}; continue with --resume {args.save}", file=sys.stderr)
     records = writer.records
     final = {}
-    if args.val_split and records:
+    if args.val_split and records and not history.interrupted:
         final = evaluate(model, loss, test_loader)
     if args.metrics_json:
         write_json(
@@ -392,7 +430,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         with _writing("the plot", args.plot):
             plot_history(records, args.plot, title=f"{data.name} {args.hidden} {args.optimizer} lr={args.lr}")
-    if records and comm.is_root:
+    if records and comm.is_root and not history.interrupted:  # else the message above says where it stopped
         acc = final["acc"] if final else records[-1]["test_acc"]
         ran = len(history.epochs)
         print(f"done: {ran} epoch{'s' * (ran != 1)} in {elapsed:.1f} s; test accuracy {acc:.4f}")

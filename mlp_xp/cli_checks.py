@@ -52,12 +52,18 @@ def check_epochs_against_checkpoint(epochs: int, done: int, path: str) -> None:
                          f"so nothing is left to train; ask for more than {done}")
 
 
-def check_batch_size_against_checkpoint(batch_size: int, config: dict, path: str) -> None:
-    """A run stopped inside an epoch continues after the batches it ran: with their size."""
-    saved = config.get("batch_size")
-    if saved is not None and saved != batch_size:
-        raise UsageError(f"--batch-size {batch_size}: {path} stopped inside an epoch of batches of {saved}, "
-                         f"so it continues with --batch-size {saved}")
+ORDER_ARGUMENTS = ("dataset", "synthetic_size", "val_split", "seed", "no_shuffle", "batch_size")
+"""train's arguments that decide which samples each step of an epoch takes."""
+
+
+def check_order_against_checkpoint(args: argparse.Namespace, config: dict, path: str) -> None:
+    """A run stopped inside an epoch continues after the batches it ran: with their samples."""
+    for name in ORDER_ARGUMENTS:
+        saved, given = config.get(name), getattr(args, name)
+        if name in config and saved != given:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} {given}: {path} stopped inside an epoch whose batches came from {flag} {saved}, "
+                             f"so it continues with {flag} {saved}")
 
 
 def check_val_split(n_val: int, n_train: int) -> None:

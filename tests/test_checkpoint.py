@@ -107,6 +107,22 @@ def test_any_safetensors_reader_shows_tensors_and_metadata(tmp_path, numpy_backe
     np.testing.assert_array_equal(weight, model.parameters()["hidden1.weight"])
 
 
+def test_plain_sgd_restores_its_step_count_and_refuses_another_optimizer(tmp_path, numpy_backend):
+    """SGD without momentum keeps no arrays, yet its step count and type are part of the run."""
+    model = mlp_xp.make_mlp(**MODEL_CONFIG).init(numpy_backend)
+    optimizer = mlp_xp.SGD(model, 0.1)
+    optimizer.steps = 7
+    mlp_xp.save_checkpoint(tmp_path / "sgd.safetensors", model, optimizer, epoch=1)
+    checkpoint = mlp_xp.load_checkpoint(tmp_path / "sgd.safetensors")
+    assert not checkpoint.optimizer
+    again = mlp_xp.make_mlp(**MODEL_CONFIG).init(numpy_backend)
+    resumed = mlp_xp.SGD(again, 0.1)
+    mlp_xp.restore(checkpoint, again, resumed)
+    assert resumed.steps == 7
+    with pytest.raises(ValueError, match="checkpoint holds SGD state; cannot load it into Adam"):
+        mlp_xp.restore(checkpoint, again, mlp_xp.Adam(again, 1e-3))
+
+
 def test_other_architecture_says_what_differs(tmp_path, numpy_backend):
     model = mlp_xp.make_mlp(24, [16], 4).init(numpy_backend)
     mlp_xp.save_checkpoint(tmp_path / "a.safetensors", model, epoch=0)

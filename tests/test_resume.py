@@ -230,13 +230,17 @@ def test_cli_ctrl_c_inside_an_epoch_then_resume_equals_the_uninterrupted_run(tmp
     monkeypatch.setattr(InterruptingLoader, "at", 25)  # step 6 of epoch 2 (19 steps an epoch)
     monkeypatch.setattr("mlp_xp.cli.DeviceLoader", InterruptingLoader)
     stopped = tmp_path / "stopped.safetensors"
+    capsys.readouterr()
     assert main([*RUN, "--epochs", "3", "--save", str(stopped)]) == 130
+    assert "done:" not in capsys.readouterr().out  # no result line for a run that stopped
     meta = mlp_xp.load_checkpoint(stopped).meta
     assert meta["partial"] and meta["epoch"] == 1
     assert [(p["epoch"], p["steps"], p["samples"]) for p in meta["progress"]] == [(1, 6, 6 * 32)]
     monkeypatch.setattr(InterruptingLoader, "at", None)
     assert main([*RUN, "--epochs", "3", "--batch-size", "64", "--resume", str(stopped)]) == 2
-    assert "stopped inside an epoch of batches of 32, so it continues with --batch-size 32" in capsys.readouterr().err
+    assert "batches came from --batch-size 32, so it continues with --batch-size 32" in capsys.readouterr().err
+    assert main([*RUN, "--epochs", "3", "--seed", "4", "--resume", str(stopped)]) == 2
+    assert "batches came from --seed 0, so it continues with --seed 0" in capsys.readouterr().err
     assert main([*RUN, "--epochs", "3", "--resume", str(stopped), "--save", str(stopped)]) == 0
     a, b = mlp_xp.load_checkpoint(tmp_path / "straight.safetensors"), mlp_xp.load_checkpoint(stopped)
     assert b.meta["progress"] is None and not b.meta["partial"]
@@ -248,3 +252,21 @@ def test_cli_ctrl_c_inside_an_epoch_then_resume_equals_the_uninterrupted_run(tmp
         np.testing.assert_array_equal(a.model[key], b.model[key])
     for key in a.optimizer:
         np.testing.assert_array_equal(a.optimizer[key], b.optimizer[key])
+
+
+def test_cli_resume_takes_the_run_arguments_it_is_not_given(tmp_path, capsys):
+    """``--resume PATH`` alone (what the Ctrl-C message suggests) continues that run: its model,
+    data, optimizer, learning rate and seed; an argument given anew is used and logged."""
+    run = [*RUN, "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5", "--seed", "3"]
+    assert main([*run, "--epochs", "2", "--save", str(tmp_path / "straight.safetensors")]) == 0
+    assert main([*run, "--epochs", "1", "--save", str(tmp_path / "first.safetensors")]) == 0
+    resumed = tmp_path / "resumed.safetensors"
+    args = ["--epochs", "2", "--resume", str(tmp_path / "first.safetensors"), "--save", str(resumed)]
+    assert main(["train", "--device", "cpu", "--quiet", *args]) == 0
+    a, b = mlp_xp.load_checkpoint(tmp_path / "straight.safetensors"), mlp_xp.load_checkpoint(resumed)
+    assert [r["lr"] for r in b.meta["history"]] == [0.05, 0.05]
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], b.model[key])
+    capsys.readouterr()
+    assert main(["train", "--device", "cpu", "--lr", "0.01", "--no-divergence-check", *args]) == 0
+    assert "changed on resuming: --lr 0.01 (was 0.05)" in capsys.readouterr().out

@@ -23,7 +23,8 @@ sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed (
 
 import sklearn.neural_network as sk  # noqa: E402
 from array_api_compat import device as array_device  # noqa: E402
-from sklearn.datasets import load_digits, make_regression  # noqa: E402
+from scipy import sparse as scipy_sparse  # noqa: E402
+from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -297,6 +298,86 @@ def test_batchnorm_and_dropout_models_survive_pickling(digits):
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(x), est.predict(x))  # eval mode: running stats, no dropout
     assert est.score(x, y) > 0.95
+
+
+# -- fitted weights as sklearn's, set_params after fit, batchnorm batches, sparse inputs ------------------
+
+
+def test_edited_coefs_and_intercepts_are_the_fitted_weights(digits):
+    """Edits of ``coefs_`` / ``intercepts_`` in place and by assignment reach predict, pickles,
+    partial_fit and warm_start; BatchNorm's running stats and Adam's state stay."""
+    x, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(16,), batchnorm=True, max_iter=3, random_state=0, dtype="float64")
+    est.fit(x, y)
+    twin = pickle.loads(pickle.dumps(est))  # the unedited estimator, with its Adam state
+    est.coefs_[-1][:] = 0  # the output layer answers its intercepts: uniform probabilities
+    est.intercepts_[-1][:] = 0
+    np.testing.assert_allclose(est.predict_proba(x), 0.1)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(est)).predict_proba(x), 0.1)
+    est.intercepts_[-1] = np.eye(10)[7]
+    assert (est.predict(x) == 7).all()
+    est.coefs_ = [w.copy() for w in twin.coefs_]  # back to the fitted weights, by assignment
+    est.intercepts_ = [b.copy() for b in twin.intercepts_]
+    np.testing.assert_array_equal(est.predict_proba(x), twin.predict_proba(x))  # running stats kept
+    est.partial_fit(x, y)
+    twin.partial_fit(x, y)
+    np.testing.assert_allclose(est.loss_curve_, twin.loss_curve_, rtol=1e-12)  # Adam's moments kept
+    for mine, expected in zip(est.coefs_ + est.intercepts_, twin.coefs_ + twin.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, expected, rtol=1e-12)
+    # custom initial weights for a warm start: all zero, so the one full batch's loss is log(10)
+    est.coefs_ = [np.zeros_like(w) for w in est.coefs_]
+    est.intercepts_ = [np.zeros_like(b) for b in est.intercepts_]
+    est.set_params(warm_start=True, max_iter=1, batch_size=len(x)).fit(x, y)
+    assert est.loss_curve_[-1] == pytest.approx(np.log(10), rel=1e-12)
+    est.coefs_[0] = np.zeros((3, 16))
+    with pytest.raises(ValueError, match=r"coefs_\[0\] has shape \(3, 16\), but the network .* needs \(64, 16\)"):
+        est.predict(x)
+    est.coefs_[0], est.intercepts_ = np.zeros((64, 16)), est.intercepts_[:1]
+    with pytest.raises(ValueError, match="intercepts_ holds 1 arrays, but the network"):
+        est.fit(x, y)
+
+
+def test_set_params_device_and_dtype_after_fit_move_predict(digits):
+    x, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, dtype="float64").fit(x, y)
+    expected = est.predict_proba(x)
+    moved = est.set_params(device="array-api-strict:device1").predict_proba(x)
+    assert est._model.backend.spec == "array-api-strict:device1"
+    np.testing.assert_allclose(moved, expected, rtol=1e-12)
+    single = est.set_params(dtype="float32").predict_proba(x)
+    assert est._model.dtype == "float32" and single.dtype == np.float64  # computed in float32, given back in x's
+    np.testing.assert_allclose(single, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_batchnorm_leaves_out_a_one_sample_last_batch():
+    """401 samples in batches of 200 or 100 leave one: that sample sits out the epoch (another
+    one each epoch); a single sample, or batch_size=1, is an error naming batchnorm."""
+    x, y = make_classification(401, 6, n_informative=4, n_classes=3, random_state=0)
+    for batch_size in ("auto", 100):
+        est = MLPClassifier(batchnorm=True, max_iter=2, batch_size=batch_size, random_state=0).fit(x, y)
+        assert est.t_ == 2 * 400 and len(est.loss_curve_) == 2
+    assert MLPClassifier(batchnorm=True, max_iter=2).fit(x[:399], y[:399]).t_ == 2 * 399  # nothing left out
+    est.set_params(batch_size="auto").partial_fit(x[:3], y[:3])
+    with pytest.raises(ValueError, match=r"batchnorm=True needs at least two samples .* partial_fit\(\) got a single"):
+        est.partial_fit(x[:1], y[:1])
+    with pytest.raises(ValueError, match=r"batchnorm=True .* fit\(\) got batch_size=1"):
+        MLPClassifier(batchnorm=True, batch_size=1).fit(x, y)
+
+
+@pytest.mark.parametrize("kind", ["MLPClassifier", "MLPRegressor"])
+def test_sparse_inputs_train_and_predict_as_dense(digits, kind):
+    """csr and csc inputs (sklearn's MLP takes them) are densified: the same model as dense input."""
+    x, y = digits
+    cls = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}[kind]
+    params = dict(hidden_layer_sizes=(16,), max_iter=3, random_state=0, dtype="float64")
+    dense, sparse = cls(**params).fit(x, y), cls(**params).fit(scipy_sparse.csr_matrix(x), y)
+    for mine, expected in zip(sparse.coefs_, dense.coefs_, strict=True):
+        np.testing.assert_array_equal(mine, expected)
+    np.testing.assert_array_equal(sparse.predict(scipy_sparse.csc_matrix(x)), dense.predict(x))
+    assert sparse.score(scipy_sparse.csr_array(x), y) == dense.score(x, y)
+    sparse.partial_fit(scipy_sparse.csc_matrix(x), y)
+    dense.partial_fit(x, y)
+    np.testing.assert_array_equal(sparse.predict(x), dense.predict(x))
 
 
 # -- acceptance 4: Pipeline, GridSearchCV, cross-validation ------------------------------------------------

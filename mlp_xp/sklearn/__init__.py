@@ -2,11 +2,12 @@
 
 Drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``: the same
 constructor parameters, defaults, fitted attributes (``coefs_[i]`` is the (in, out) host NumPy
-weight of layer i, as in sklearn) and input errors (sklearn's ``validate_data``), plus
-``device`` (any ``get_backend`` spec), ``dtype`` (the training precision), ``batchnorm`` and
-``dropout``. Training is one call of mlp_xp's ``fit`` over a ``DeviceLoader``; sklearn's
-end-of-iteration work (loss curve, ``tol`` / ``n_iter_no_change``, early stopping, learning-rate
-updates) is a ``fit`` callback.
+weight of layer i, as in sklearn: edits of ``coefs_`` / ``intercepts_`` are the model's weights
+from its next use), inputs (sparse ``X`` is densified on the host) and input errors (sklearn's
+``validate_data``), plus ``device`` (any ``get_backend`` spec), ``dtype`` (the training
+precision), ``batchnorm`` and ``dropout``. Training is one call of mlp_xp's ``fit`` over a
+``DeviceLoader``; sklearn's end-of-iteration work (loss curve, ``tol`` / ``n_iter_no_change``,
+early stopping, learning-rate updates) is a ``fit`` callback.
 
 How sklearn's objective maps onto mlp_xp, per batch of n samples:
 

@@ -19,6 +19,7 @@ from array_api_compat import (
     is_torch_array,
 )
 from array_api_compat import device as array_device
+from scipy.sparse import issparse
 from sklearn import get_config
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
@@ -70,7 +71,10 @@ def array_backend(x: Any) -> Backend | None:
 
 
 def to_host(x: Any) -> np.ndarray:
-    """``x`` as a host NumPy array, from any supported library and device."""
+    """``x`` as a host NumPy array, from any supported library and device; a scipy sparse
+    matrix densified (a dense copy on the host)."""
+    if issparse(x):
+        return x.toarray()
     backend = array_backend(x)
     return backend.to_numpy(x) if backend is not None else np.asarray(x)
 
@@ -153,8 +157,9 @@ class BaseMLP(BaseEstimator):
         hidden = list(self.hidden_layer_sizes) if np.iterable(self.hidden_layer_sizes) else [self.hidden_layer_sizes]
         if any(size <= 0 for size in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        method = "partial_fit" if incremental else "fit"
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y, source = self._validate(X, y, reset=first_pass, method="partial_fit" if incremental else "fit")
+        X, y, source = self._validate(X, y, reset=first_pass, method=method)
         targets, labels = self._targets(to_host(y), incremental)
         x = to_host(X)
         rng = check_random_state(self.random_state)  # drawn from in sklearn's order: weights, split, seed
@@ -164,24 +169,40 @@ class BaseMLP(BaseEstimator):
             initial = self._initial_weights(rng)
         x, targets, validation = self._split(x, targets, labels, rng)
         seed = self._draw_seed(rng)
+        batch_size, drop_last = self._batching(x.shape[0], method)
         backend = source or get_backend(self.device)
         model = self._new_model(backend, initial, seed) if first_pass else self._model_on(backend)
         if not (incremental and self._optimizer is not None):
             self._optimizer = self._new_optimizer(model)
         if validation is not None:
             validation = (backend.asarray(validation[0], self.dtype), validation[1])
-        n = x.shape[0]
-        if self.batch_size != "auto" and self.batch_size > n:
-            warnings.warn(
-                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
-            )
-        batch_size = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
         loader = DeviceLoader(
-            x, targets, backend, batch_size=batch_size, shuffle=self.shuffle, seed=seed, dtype=self.dtype
-        )
+            x, targets, backend, batch_size=batch_size, shuffle=self.shuffle, drop_last=drop_last, seed=seed,
+            dtype=self.dtype,
+        )  # fmt: skip
         self._train(model, loader, validation, incremental)
         self._keep_host_copy(model)
         return self
+
+    def _batching(self, n: int, method: str) -> tuple[int, bool]:
+        """(batch size, drop_last) for ``n`` training samples: sklearn's batch size (``"auto"``:
+        min(200, n); clipped to [1, n] with its warning), and with ``batchnorm`` a last batch of
+        one sample is left out of each epoch (BatchNorm's batch statistics need two samples; with
+        shuffling, a different sample each epoch); a ValueError where every batch has one."""
+        if self.batch_size != "auto" and self.batch_size > n:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=4
+            )
+        batch_size = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
+        if not self.batchnorm:
+            return batch_size, False
+        if batch_size == 1:
+            got = "a single sample" if n == 1 else "batch_size=1"
+            raise ValueError(
+                f"batchnorm=True needs at least two samples in every training batch (BatchNorm normalises with the "
+                f"batch's statistics), but {method}() got {got}."
+            )
+        return batch_size, n % batch_size == 1
 
     def _split(self, x: np.ndarray, targets: np.ndarray, labels: np.ndarray, rng: Any) -> tuple[Any, Any, Any]:
         """(x, targets, None), or with early stopping the training part and the held-out
@@ -202,7 +223,7 @@ class BaseMLP(BaseEstimator):
         """One ``fit`` call: ``max_iter`` epochs (one for ``partial_fit``) with sklearn's
         end-of-iteration callback; sklearn's warnings; the best weights back with early stopping."""
         optimizer = self._optimizer
-        epoch_end = EndOfIteration(self, optimizer, loader.n, validation, incremental)
+        epoch_end = EndOfIteration(self, optimizer, loader.num_samples, validation, incremental)
         self.n_iter_ = 0
         start = len(self.loss_curve_)
         try:
@@ -284,14 +305,17 @@ class BaseMLP(BaseEstimator):
         return model
 
     def _model_on(self, backend: Backend) -> Sequential:
-        """The fitted model on ``backend`` in ``dtype``: the live one, or rebuilt from the host
-        copy (after unpickling, or when ``device``/``dtype`` changed), optimizer state included."""
+        """The fitted model on ``backend`` in ``dtype`` holding ``coefs_`` / ``intercepts_``: the
+        live one (edited arrays loaded into it), or rebuilt from the host copies (after unpickling,
+        or when the backend or ``dtype`` changed), optimizer state and BatchNorm's state included."""
         model = self._model
         if model is not None and model.backend.spec == backend.spec and model.dtype == self.dtype:
+            if self._edited():
+                self._load_exposed(model, model.state())
             return model
         snapshot = self._optimizer_snapshot()
         model = self._architecture().init(backend, seed=self._seed, dtype=self.dtype)
-        model.load_state({k: backend.asarray(v, self.dtype) for k, v in self._host_state.items()})
+        self._load_exposed(model, {k: backend.asarray(v, self.dtype) for k, v in self._host_state.items()})
         self._model, self._optimizer = model, None
         if snapshot is not None:
             self._optimizer = self._new_optimizer(model)
@@ -301,10 +325,8 @@ class BaseMLP(BaseEstimator):
         return model
 
     def _fitted_model(self, source: Backend | None) -> Sequential:
-        """The model for predicting inputs on ``source`` (under dispatch), else the live model,
-        else one rebuilt from the host copy on ``device`` (after unpickling)."""
-        if source is None and self._model is not None:
-            return self._model
+        """The model for predicting inputs on ``source`` (under dispatch), else on ``device``, in
+        ``dtype`` (``_model_on``: the live one where it is there already)."""
         try:
             return self._model_on(source or get_backend(self.device))
         except BackendUnavailableError as exc:
@@ -348,13 +370,59 @@ class BaseMLP(BaseEstimator):
         return int(rng.randint(np.iinfo(np.int32).max))
 
     def _keep_host_copy(self, model: Sequential) -> None:
-        """Host copies of the trained state; ``coefs_`` / ``intercepts_`` are its Linear entries."""
-        self._host_state = {k: model.backend.to_numpy(v) for k, v in model.state().items()}
+        """Host copies of the trained state: ``coefs_`` / ``intercepts_`` hold the Linear layers'
+        entries, ``_host_state`` the others (BatchNorm's); ``_loaded`` what ``model`` holds."""
+        state = {k: model.backend.to_numpy(v) for k, v in model.state().items()}
         names = self._linear_names()
-        self.coefs_ = [self._host_state[f"{name}.weight"] for name in names]
-        self.intercepts_ = [self._host_state[f"{name}.bias"] for name in names]
+        self.coefs_ = [state.pop(f"{name}.weight") for name in names]
+        self.intercepts_ = [state.pop(f"{name}.bias") for name in names]
+        self._host_state = state
+        self._loaded = self._exposed_copy()
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(NON_FINITE_MESSAGE)
+
+    def _exposed_copy(self) -> list[np.ndarray]:
+        """Copies of ``coefs_`` then ``intercepts_``: what ``_edited`` compares them with."""
+        return [np.array(a, copy=True) for a in (*self.coefs_, *self.intercepts_)]
+
+    def _edited(self) -> bool:
+        """Whether ``coefs_`` / ``intercepts_`` differ from what the live model was loaded with
+        (edited in place or assigned): one host comparison per array."""
+        exposed = [*self.coefs_, *self.intercepts_]
+        return len(exposed) != len(self._loaded) or not all(map(np.array_equal, exposed, self._loaded))
+
+    def _exposed_state(self) -> dict[str, np.ndarray]:
+        """``coefs_[i]`` (in, out) and ``intercepts_[i]`` (out,) by state name; a ValueError
+        where their number or a shape does not fit the architecture."""
+        widths = [self.n_features_in_, *self._hidden, self.n_outputs_]
+        names = self._linear_names()
+        expected = {
+            "coefs_": ("weight", list(zip(widths[:-1], widths[1:]))),
+            "intercepts_": ("bias", [(width,) for width in widths[1:]]),
+        }
+        state = {}
+        for attr, (key, shapes) in expected.items():
+            arrays = getattr(self, attr)
+            if len(arrays) != len(names):
+                raise ValueError(
+                    f"{attr} holds {len(arrays)} arrays, but the network (layer widths {widths}) has {len(names)}."
+                )
+            for i, (name, shape, array) in enumerate(zip(names, shapes, arrays)):
+                array = np.asarray(array)
+                if array.shape != shape:
+                    raise ValueError(
+                        f"{attr}[{i}] has shape {array.shape}, but the network (layer widths {widths}) needs {shape}."
+                    )
+                state[f"{name}.{key}"] = array
+        return state
+
+    def _load_exposed(self, model: Sequential, state: dict[str, Array]) -> None:
+        """Load ``state`` (on ``model``'s backend) into ``model`` with ``coefs_`` / ``intercepts_``
+        in place of its Linear entries; they become the snapshot ``_edited`` compares with."""
+        backend = model.backend
+        state = {**state, **{k: backend.asarray(v, self.dtype) for k, v in self._exposed_state().items()}}
+        model.load_state(state)
+        self._loaded = self._exposed_copy()
 
     # -- inputs and outputs ------------------------------------------------------------------
 
@@ -362,12 +430,13 @@ class BaseMLP(BaseEstimator):
         self, X: Any, y: Any = "no_validation", *, reset: bool, method: str
     ) -> tuple[Any, Any, Backend | None]:
         """sklearn's ``validate_data`` (its messages); under array-API dispatch a non-NumPy ``X``
-        stays in its library and on its device, whose backend is returned (else None)."""
+        stays in its library and on its device, whose backend is returned (else None). Sparse
+        ``X`` (csr, csc; others become csr) is host data, densified by ``to_host``."""
         source = array_backend(X) if get_config()["array_api_dispatch"] else None
         floats = (source.xp.float64, source.xp.float32) if source is not None else (np.float64, np.float32)
         x_only = isinstance(y, str) and y == "no_validation"
         kwargs = {} if x_only else {"multi_output": True, "y_numeric": not is_classifier(self)}
-        validated = validate_data(self, X, y, reset=reset, dtype=floats, **kwargs)
+        validated = validate_data(self, X, y, reset=reset, dtype=floats, accept_sparse=["csr", "csc"], **kwargs)
         if not reset:
             self._check_same_input(source, method)
         return (*validated, source) if isinstance(validated, tuple) else (validated, None, source)
@@ -400,7 +469,7 @@ class BaseMLP(BaseEstimator):
         if source is not None:
             x = backend.xp.astype(X, backend.dtype(self.dtype), copy=False)
         else:
-            x = backend.asarray(X, self.dtype)
+            x = backend.asarray(to_host(X), self.dtype)
         return self._forward(model, x), source, X.dtype
 
     def _deliver(self, out: Array, source: Backend | None, dtype: Any) -> Any:
@@ -414,6 +483,7 @@ class BaseMLP(BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
         state.pop("_model", None)
+        state.pop("_loaded", None)
         if state.pop("_optimizer", None) is not None:
             state["_host_optimizer"] = self._optimizer_snapshot()
         return state
@@ -430,4 +500,5 @@ class BaseMLP(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags

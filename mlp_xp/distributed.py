@@ -236,7 +236,13 @@ def world() -> Communicator:
             f"an MPI launcher started this process ({found}) but mpi4py is not installed: "
             'pip install "mlp-xp[mpi]" (or mpi4py built against your cluster\'s MPI).'
         ) from exc
-    return MPICommunicator()
+    try:
+        return MPICommunicator()
+    except RuntimeError as exc:  # mpi4py 4 finds no MPI library to load
+        raise DistributedUnavailableError(
+            f"an MPI launcher started this process but mpi4py cannot load an MPI library ({exc}): "
+            "pip install mpich (the mlp-xp[mpi] extra has it), or load your cluster's MPI."
+        ) from exc
 
 
 def mpi_description(comm: Communicator) -> str | None:
@@ -248,8 +254,10 @@ def mpi_description(comm: Communicator) -> str | None:
         return None
     if not isinstance(comm, MPICommunicator):
         mpi4py.rc.initialize = False  # MPI_Get_library_version works before MPI_Init
-    from mpi4py import MPI
-
+    try:
+        from mpi4py import MPI
+    except RuntimeError as exc:  # mpi4py 4 finds no MPI library to load
+        return f"MPI: none loads (mpi4py {mpi4py.__version__}: {exc}); pip install mpich, or load your cluster's MPI"
     library = MPI.Get_library_version().strip().splitlines()[0].strip()
     launch = "" if isinstance(comm, MPICommunicator) else " (not started by an MPI launcher)"
     return f"MPI: {' '.join(library.split())} (mpi4py {mpi4py.__version__}), world size {comm.size}{launch}"

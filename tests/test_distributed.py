@@ -361,3 +361,26 @@ def test_world_is_one_process_without_a_launcher_and_asks_for_mpi4py_under_one(m
         DistributedUnavailableError, match=r"PMI_SIZE=2\) but mpi4py is not installed: pip install \"mlp-xp\[mpi\]"
     ):
         world()
+
+
+def _mpi4py_without_a_library() -> object:
+    """An mpi4py whose ``MPI`` module raises as mpi4py 4 does where no MPI library loads."""
+    import types
+
+    def no_library(name):
+        raise RuntimeError("cannot load MPI library")
+
+    fake = types.ModuleType("mpi4py")
+    fake.__version__, fake.rc, fake.__getattr__ = "4.1.1", types.SimpleNamespace(initialize=True), no_library
+    return fake
+
+
+def test_an_mpi4py_that_loads_no_mpi_library_is_a_clear_error_and_info_says_so(monkeypatch):
+    from mlp_xp.distributed import mpi_description
+
+    monkeypatch.setitem(sys.modules, "mpi4py", _mpi4py_without_a_library())
+    description = mpi_description(Communicator())
+    assert description.startswith("MPI: none loads (mpi4py 4.1.1: cannot load MPI library)")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(DistributedUnavailableError, match="mpi4py cannot load an MPI library .* pip install mpich"):
+        world()

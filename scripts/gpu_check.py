@@ -11,8 +11,16 @@ a subprocess with its own time limit, its output kept in ``OUT/logs/``:
                    × batch 64/256/1024/4096, comparators: hand CuPy loop, torch CUDA eager, JAX scan
 5. ``plot``      — ``scripts/bench_plot.py`` of the bench JSON
 
-Writes ``OUT/gpu_check.json`` (the report: machine, CUDA, every step's status, seconds and figures)
-and ``OUT/bench.png``, and prints a summary table.
+Writes ``OUT/gpu_check.json`` (the report: machine, CUDA, every step's status, seconds and figures;
+rewritten after every step, so a run cut off keeps what it did) and ``OUT/bench.png``, and prints a
+summary table. The steps share one time budget (``--budget``, default 540 s: a 10-minute call with
+room for the machine's start); a step gets at most what is left of it, and steps that find none
+left are reported as skipped. A step past its time is killed with everything it started.
+
+Each step runs with ``MLP_XP_DATA`` set to ``--data-dir`` (the tests read real data from there),
+``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (JAX would otherwise take 75 % of the GPU's memory at its
+first array, leaving CuPy and torch in the same process short) and Open MPI's run-as-root consent
+(the GPU machines run commands as root).
 
 Exit codes: 0 every step passed; 1 a step failed (the report says which); 3 no CUDA device (no step
 run: the report records why; this is what a CPU machine gives, e.g. ``--dry-run`` in CI).
@@ -25,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +42,10 @@ from pathlib import Path
 
 NO_CUDA_DEVICE = 3
 REPORT = "gpu_check.json"
+BUDGET = 540.0
+"""Seconds for all steps together (a 10-minute device call, less the machine's start)."""
+LEAST = 10.0
+"""A step is skipped when less than this is left of the budget."""
 D2L = "--hidden 256 --init normal --init-std 0.01 --optimizer sgd --lr 0.5 --batch-size 256 --epochs 10 --seed 0"
 
 
@@ -43,7 +56,7 @@ class Step:
     name: str
     argv: list[str]
     timeout: float
-    status: str = "not run"  # passed, failed, timed out, skipped
+    status: str = "not run"  # passed, failed, timed out, skipped (no time left)
     seconds: float = 0.0
     exit_code: int | None = None
     figures: dict = field(default_factory=dict)
@@ -92,10 +105,11 @@ def plan(out: Path, specs: list[str], data_dir: str | None, quick: bool) -> list
                 "-m",
                 "pytest",
                 "-q",
-                "-x",
                 "-p",
                 "no:cacheprovider",
                 f"--backend={','.join(specs)}",
+                "-k",
+                "cuda",  # the tests the GPU backends run (their ids name them) and the CUDA-only ones
                 "tests",
             ],
             300,
@@ -197,17 +211,36 @@ def plan(out: Path, specs: list[str], data_dir: str | None, quick: bool) -> list
     return steps
 
 
-def run(step: Step, logs: Path) -> None:
-    """Run ``step``, keep its output in ``logs/<name>.log`` and its last lines in the report."""
+def step_environment(data_dir: str | None) -> dict[str, str]:
+    """The environment of every step (see the module docstring)."""
+    env = {
+        **os.environ,
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if data_dir:
+        env["MLP_XP_DATA"] = str(Path(data_dir).expanduser().absolute())
+    return env
+
+
+def run(step: Step, logs: Path, env: dict[str, str] | None = None, limit: float | None = None) -> None:
+    """Run ``step`` for at most ``limit`` seconds (default: its own limit) in a process group of
+    its own, killed whole at the limit; keep its output in ``logs/<name>.log`` and its last lines
+    in the report."""
     started = time.perf_counter()
     log = logs / (re.sub(r"[^A-Za-z0-9_.-]+", "_", step.name) + ".log")
+    process = subprocess.Popen(
+        step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     try:
-        result = subprocess.run(step.argv, capture_output=True, text=True, timeout=step.timeout)
-        output = result.stdout + result.stderr
-        step.exit_code = result.returncode
-        step.status = "passed" if result.returncode == 0 else "failed"
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        output, _ = process.communicate(timeout=step.timeout if limit is None else min(limit, step.timeout))
+        step.exit_code = process.returncode
+        step.status = "passed" if process.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # MPI ranks and compile workers too: they hold the GPU
+        output, _ = process.communicate()
         step.status = "timed out"
     step.seconds = time.perf_counter() - started
     log.write_text(" ".join(step.argv) + "\n\n" + output)
@@ -284,18 +317,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="short runs (2 epochs, one bench case): a smoke check")
     parser.add_argument("--dry-run", action="store_true", help="probe and write the report, run no step")
+    parser.add_argument("--budget", type=float, default=BUDGET, help="seconds for all steps together (default 540)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     facts = cuda_facts()
     specs = usable(facts)
     steps = [] if not specs or args.dry_run else plan(out, specs, args.data_dir, args.quick)
-    started = time.perf_counter()
+    env = step_environment(args.data_dir)
+    report = write_report(out, facts, specs, steps, args.dry_run, started)
     for step in steps:
-        print(f"... {step.name}", file=sys.stderr, flush=True)
-        run(step, out / "logs")
-    failed = [s.name for s in steps if s.status != "passed"]
-    status = "no CUDA device" if not specs else "dry run" if args.dry_run else "failed" if failed else "passed"
+        left = args.budget - (time.perf_counter() - started)
+        if left < LEAST:
+            step.status = "skipped"
+            step.tail = f"not run: {left:.0f} s of the {args.budget:.0f} s budget left"
+        else:
+            print(f"... {step.name}", file=sys.stderr, flush=True)
+            run(step, out / "logs", env, left)
+        report = write_report(out, facts, specs, steps, args.dry_run, started)
+    print(summary(report))
+    print(f"report: {out / REPORT}")
+    return NO_CUDA_DEVICE if not specs else 1 if report["failed"] else 0
+
+
+def write_report(out: Path, facts: dict, specs: list[str], steps: list[Step], dry_run: bool, started: float) -> dict:
+    """Write ``OUT/gpu_check.json`` as things stand (steps not run yet are listed as such)."""
+    done = [s for s in steps if s.status != "not run"]
+    failed = [s.name for s in done if s.status != "passed"]
+    finished = len(done) == len(steps)
+    status = (
+        "no CUDA device" if not specs else "dry run" if dry_run else "failed" if failed
+        else "passed" if finished else "running"
+    )  # fmt: skip
     report = {
         "kind": "mlp_xp.gpu_check",
         "status": status,
@@ -307,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": bench_rows(out),
     }
     (out / REPORT).write_text(json.dumps(report, indent=1))
-    print(summary(report))
-    print(f"report: {out / REPORT}")
-    return NO_CUDA_DEVICE if not specs else 1 if failed else 0
+    return report
 
 
 if __name__ == "__main__":

@@ -97,7 +97,38 @@ def test_report_records_each_step_and_fails_on_any(tmp_path, monkeypatch, capsys
     assert "1,500,000 samples/s" in printed
 
 
-def test_a_step_past_its_time_limit_fails(tmp_path):
-    step = gpu_check.Step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1)
+def test_a_step_past_its_time_limit_is_killed_with_what_it_started(tmp_path):
+    """An MPI launch or torch's compile workers are grandchildren: they hold the output pipe (and,
+    on a GPU machine, the GPU), so the whole process group goes."""
+    grandchild = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    code = f"{grandchild}; print('started', flush=True); time.sleep(60)"
+    step = gpu_check.Step("slow", [sys.executable, "-c", code], 2)
     gpu_check.run(step, tmp_path)
     assert step.status == "timed out" and step.seconds < 20
+    assert step.tail == "started"
+
+
+def _fake_cuda(monkeypatch) -> None:
+    facts = {"cuda_driver_version": "13.0", "gpus": ["H100"], "backends": {"cuda": "ok"}}
+    monkeypatch.setattr(gpu_check, "cuda_facts", lambda: facts)
+
+
+def test_steps_share_one_time_budget_and_the_report_is_kept_after_each(tmp_path, monkeypatch):
+    _fake_cuda(monkeypatch)
+    python, report = sys.executable, tmp_path / "gpu_check.json"
+    read_report = f"import json; steps = json.load(open({str(report)!r}))['steps']; print([s['status'] for s in steps])"
+    show_env = "import os; print(os.environ['MLP_XP_DATA'], os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])"
+    steps = [
+        gpu_check.Step("environment", [python, "-c", show_env], 30),
+        gpu_check.Step("report so far", [python, "-c", read_report], 30),
+        gpu_check.Step("too long", [python, "-c", "import time; time.sleep(60)"], 300),
+        gpu_check.Step("no time left", [python, "-c", "print('ran')"], 30),
+    ]
+    monkeypatch.setattr(gpu_check, "plan", lambda out, specs, data_dir, quick: steps)
+    assert gpu_check.main(["--out", str(tmp_path), "--data-dir", str(tmp_path), "--budget", "12"]) == 1
+    written = json.loads(report.read_text())
+    assert [s["status"] for s in written["steps"]] == ["passed", "passed", "timed out", "skipped"]
+    assert written["failed"] == ["too long", "no time left"] and written["status"] == "failed"
+    assert steps[0].tail == f"{tmp_path} false"
+    assert steps[1].tail == "['passed', 'not run', 'not run', 'not run']"
+    assert steps[2].seconds < 20 and "budget left" in steps[3].tail

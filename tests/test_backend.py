@@ -687,3 +687,20 @@ def test_numpy_namespace_sum_honours_dtype():
     x = np.ones((3, 2), dtype=np.float32)
     assert fast.sum(x, dtype=fast.float64).dtype == np.float64
     assert fast.sum(np.ones(3, dtype=np.int8)).dtype == fast.sum(np.ones(3, dtype=np.int64)).dtype
+
+
+def test_jax_backend_multiplies_matrices_at_full_precision_unless_the_user_chose():
+    """JAX's default on GPUs is TF32 (about 1e-3 relative error in float32 products)."""
+    jax = require_module("jax")
+    from mlp_xp.backends import jax as jax_backend
+
+    chosen = jax.config.jax_default_matmul_precision
+    try:
+        jax.config.update("jax_default_matmul_precision", None)
+        jax_backend.create("cpu")
+        assert jax.config.jax_default_matmul_precision == "highest"
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+        jax_backend.create("cpu")
+        assert jax.config.jax_default_matmul_precision == "tensorfloat32"
+    finally:
+        jax.config.update("jax_default_matmul_precision", chosen)

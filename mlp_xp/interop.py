@@ -84,9 +84,12 @@ def _host_copy(x: Any, target: str, reason: Exception) -> np.ndarray:
         on_cpu = x.__dlpack_device__()[0] == DLPACK_CPU
         return np.from_dlpack(x) if on_cpu else np.from_dlpack(x, device="cpu")
     except _DLPACK_FAILURES as exc:
+        remedy = "detach it first (x.detach())" if getattr(x, "requires_grad", False) else (
+            "move it to the CPU or to the backend's device first"
+        )  # fmt: skip
         raise ValueError(
             f"cannot move a {_describe(x)} to {target}: its library exports it neither there ({reason}) "
-            f"nor to the host ({exc}); move it to the CPU or to the backend's device first."
+            f"nor to the host ({exc}); {remedy}."
         ) from exc
 
 

@@ -241,6 +241,12 @@ def test_memory_no_library_can_export_is_one_clear_error(torch, numpy_backend):
         mlp_xp.DeviceLoader(torch.empty((4, 3), device="meta"), None, numpy_backend)
 
 
+def test_a_tensor_that_requires_grad_is_refused_with_the_remedy(torch, numpy_backend):
+    model = mlp_xp.make_mlp(4, [3], 2).init(numpy_backend)
+    with pytest.raises(ValueError, match=r"torch.Tensor on cpu to numpy: .*; detach it first \(x.detach\(\)\)"):
+        mlp_xp.predict(model, torch.ones((2, 4), requires_grad=True))
+
+
 def test_predict_answers_in_the_input_library(torch, numpy_backend):
     model = _trained(numpy_backend).train()
     expected = _trained(numpy_backend).forward(X)

@@ -1,6 +1,6 @@
 """The ``mlp-xp`` command: train, eval, predict, info, bench.
 
-Exit codes: 0 done; 1 the run failed (training diverged, an output could not be written);
+Exit codes: 0 done; 1 the run failed (training diverged, an output could not be written, memory ran out);
 2 a usage or input error (a bad argument, an unreadable file, a missing dataset or device);
 130 interrupted (Ctrl-C). Every error is one line on stderr, ``mlp-xp <command>: error: ...``.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -41,6 +42,7 @@ from .distributed import (
     synchronise_batchnorm,
     world,
 )
+from .errors import FileFormatError
 from .files import write_atomically
 from .losses import SoftmaxCrossEntropy
 from .mlp import ACTIVATIONS, make_mlp
@@ -54,7 +56,16 @@ PREDICT_GRID_MAX = 64
 
 
 class RunFailed(RuntimeError):
-    """The run could not write one of its outputs (a full disk, an I/O error): exit code 1."""
+    """The run could not write one of its outputs (a full disk, an I/O error) or ran out of memory: exit code 1."""
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends with each option's default, except None and a flag's False (nothing to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an MLP classifier", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("train", help="train an MLP classifier", formatter_class=_DefaultsFormatter)
     _add_data_args(t)
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
-    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
+    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="after each hidden Linear")
     t.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
     t.add_argument(
         "--sync-batchnorm",
@@ -99,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="under mpiexec: BatchNorm statistics over the global batch (default: each process's own part)",
     )
     t.add_argument("--dropout", type=float, default=0.0, help="dropout probability after each hidden activation")
-    t.add_argument("--init", choices=("normal", "uniform", "he", "xavier"), default="he")
+    t.add_argument("--init", choices=("normal", "uniform", "he", "xavier"), default="he", help="weight initialiser")
     t.add_argument("--init-std", type=float, default=0.01, help="std of --init normal")
-    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="of parameters and batches")
+    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam", help="update rule")
     t.add_argument("--lr", type=float, help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
-    t.add_argument("--momentum", type=float, default=0.0)
-    t.add_argument("--nesterov", action="store_true")
+    t.add_argument("--momentum", type=float, default=0.0, help="of --optimizer sgd")
+    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
     t.add_argument(
         "--weight-decay", type=float, default=0.0, help="on weights only (L2 for sgd/adam, decoupled for adamw)"
     )
@@ -114,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--lr-gamma", type=float, default=0.5, help="factor of --lr-decay step/exp")
     t.add_argument("--lr-step", type=int, default=1, help="epochs between --lr-decay step decays")
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--no-shuffle", action="store_true")
+    t.add_argument("--batch-size", type=int, default=256, help="samples per training step")
+    t.add_argument("--epochs", type=int, default=10, help="epochs in all (a resumed run counts those it holds)")
+    t.add_argument("--no-shuffle", action="store_true", help="keep the training set's order in every epoch")
     t.add_argument(
         "--val-split",
         type=int,
@@ -124,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="hold out N training samples for per-epoch validation; test set evaluated once at the end",
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--seed", type=int, default=0, help="of initialisation, shuffling, dropout, --val-split and synthetic data"
+    )
     t.add_argument("--save", metavar="PATH", help="checkpoint after every epoch (and on Ctrl-C)")
     t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
     t.add_argument("--metrics-json", metavar="PATH", help="write config and per-epoch metrics as JSON")
@@ -142,19 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on when the loss grows beyond 100x max(first epoch's loss, ln(classes)) (NaN/inf still stop)",
     )
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on a test set")
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a test set", formatter_class=_DefaultsFormatter)
     e.add_argument("--load", required=True, metavar="PATH")
     _add_data_args(e)
-    e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--batch-size", type=int, default=1000, help="test samples per forward pass")
 
-    p = sub.add_parser("predict", help="predict a few test images and draw them with their labels")
+    p = sub.add_parser(
+        "predict", help="predict a few test images and draw them with their labels", formatter_class=_DefaultsFormatter
+    )
     p.add_argument("--load", required=True, metavar="PATH")
     _add_data_args(p)
-    p.add_argument("--count", type=int, default=16)
+    p.add_argument("--count", type=int, default=16, help="test images to predict")
     p.add_argument("--start", type=int, default=0, help="index of the first test image")
     p.add_argument("--out", default="predictions.png", help="PNG grid of images with predicted/true names")
 
-    x = sub.add_parser("export", help="write a checkpoint's model as ONNX or as a torch state_dict (safetensors)")
+    x = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as ONNX or as a torch state_dict (safetensors)",
+        formatter_class=_DefaultsFormatter,
+    )
     x.add_argument("--load", required=True, metavar="CKPT")
     x.add_argument("--format", choices=("onnx", "torch"), required=True)
     x.add_argument("-o", "--out", required=True, metavar="PATH")
@@ -197,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (TrainingDiverged, RunFailed) as exc:
         return _error(args, comm, exc, EXIT_FAILED)
+    except MemoryError as exc:  # NumPy's names the array it could not allocate
+        failed = RunFailed(
+            f"out of memory ({str(exc) or 'an allocation failed'}); try a smaller dataset, batch or model"
+        )
+        return _error(args, comm, failed, EXIT_FAILED)
     except (
         BackendUnavailableError,
         DatasetNotFoundError,
@@ -463,13 +487,57 @@ def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:
 # -- eval / predict -------------------------------------------------------------------------
 
 
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+MODEL_CONFIG = {
+    "in_features": _count,
+    "hidden": lambda v: type(v) is list and all(map(_count, v)),
+    "out_features": _count,
+    "activation": lambda v: type(v) is str,
+    "batchnorm": lambda v: type(v) is bool,
+    "dropout": lambda v: _number(v) and 0 <= v < 1,
+    "init": lambda v: type(v) is str,
+    "init_std": lambda v: _number(v) and v > 0,
+}
+"""``make_mlp``'s arguments, as a checkpoint's ``model_config`` holds them, and what each must be."""
+
+
+def _check_model_config(path: str, config: dict[str, Any]) -> None:
+    """``FileFormatError`` naming ``path`` unless ``config`` holds ``make_mlp``'s three required
+    arguments and no others than ``MODEL_CONFIG``'s, each of its type and range."""
+    missing = [key for key in ("in_features", "hidden", "out_features") if key not in config]
+    unknown = [key for key in config if key not in MODEL_CONFIG]
+    bad = [f"{key}={config[key]!r:.40}" for key in config if key in MODEL_CONFIG and not MODEL_CONFIG[key](config[key])]
+    problems = [
+        f"{what} {', '.join(keys)}"
+        for what, keys in (("lacks", missing), ("has unknown", unknown), ("has invalid", bad))
+        if keys
+    ]
+    if problems:
+        raise FileFormatError(
+            f"{path}: its model_config {'; '.join(problems)}; the file was not written by "
+            "`mlp-xp train` or has been altered."
+        )
+
+
 def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
     checkpoint = load_checkpoint(args.load)
     model_config = checkpoint.meta.get("model_config")
     if not model_config:
         raise ValueError(f"{args.load} has no model config; it was not written by `mlp-xp train`.")
+    _check_model_config(args.load, model_config)
     backend = get_backend(args.device)
-    model = make_mlp(**model_config).init(backend, dtype=checkpoint.meta["dtype"])
+    try:
+        architecture = make_mlp(**model_config)
+    except ValueError as exc:  # an unknown activation or initialiser
+        raise FileFormatError(f"{args.load}: its model_config does not describe an MLP: {exc}") from exc
+    model = architecture.init(backend, dtype=checkpoint.meta["dtype"])
     restore(checkpoint, model)
     return model.eval(), backend, checkpoint
 

@@ -53,6 +53,8 @@ CASES = [
     ("synthetic-with-data-dir", "train --dataset synthetic --data-dir {data}", 2,
      "--data-dir conflicts with --dataset synthetic"),
     ("synthetic-size-0", "train --dataset synthetic --synthetic-size 0", 2, "--synthetic-size 0 is below 1"),
+    ("out-of-memory", "train --dataset synthetic --synthetic-size 10000000000000000 --device cpu --quiet", 1,
+     "out of memory (Unable to allocate"),
     ("resume-missing", f"{TRAIN} --resume {{tmp}}/none.ckpt", 2, "--resume {tmp}/none.ckpt: no such file"),
     ("resume-nothing-left", f"{TRAIN} --resume {{ckpt}} --epochs 1", 2,
      "already holds 1 epoch, so nothing is left to train; ask for more than 1"),
@@ -66,6 +68,12 @@ CASES = [
     ("eval-not-a-checkpoint", f"{EVAL} --load {{data}}/t10k-labels-idx1-ubyte", 2, "not a safetensors file"),
     ("eval-missing-checkpoint", f"{EVAL} --load {{tmp}}/none.ckpt", 2, "--load {tmp}/none.ckpt: no such file"),
     ("eval-load-dir", f"{EVAL} --load {{tmp}}", 2, "is a directory, not a file"),
+    ("eval-model-config-keys", f"{EVAL} --load {{keys}}", 2,
+     "{keys}: its model_config lacks out_features; has unknown outputs; the file was not written by `mlp-xp train`"),
+    ("predict-model-config-types", f"{PREDICT} --load {{types}}", 2,
+     "{types}: its model_config has invalid hidden='8', batchnorm=1;"),
+    ("eval-model-config-names", f"{EVAL} --load {{names}}", 2,
+     "{names}: its model_config does not describe an MLP: unknown activation 'swish'"),
     ("eval-batch-size-0", f"{EVAL} --load {{ckpt}} --batch-size 0", 2, "--batch-size 0 is below 1"),
     ("eval-other-dataset", "eval --dataset idx --data-dir {small} --device cpu --load {ckpt}", 2,
      "holds a model of 784 input features, but small has 16"),
@@ -95,8 +103,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> dict[str, str]:
     """A tiny 28x28 IDX dataset (360 train / 60 test, 3 classes), a 4x4 one, a 28x28 one of 4
-    classes, a 1-epoch checkpoint of the first, a truncated copy of it, and an empty scratch
-    directory."""
+    classes, a 1-epoch checkpoint of the first, a truncated copy of it, checkpoints whose
+    model_config has wrong keys, types or names, and an empty scratch directory."""
     root = tmp_path_factory.mktemp("misuse")
     paths = {"data": root / "data", "small": root / "small", "four": root / "four", "tmp": root / "tmp"}
     for name, side, classes in (("data", 28, 3), ("small", 4, 3), ("four", 28, 4)):
@@ -112,6 +120,13 @@ def places(tmp_path_factory) -> dict[str, str]:
     assert main(argv) == 0
     truncated = root / "truncated.ckpt"
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    model = mlp_xp.make_mlp(784, [8], 3).init("numpy")
+    good = {"in_features": 784, "hidden": [8], "out_features": 3}
+    odd = {"keys": {"in_features": 784, "hidden": [8], "outputs": 3},
+           "types": {**good, "hidden": "8", "batchnorm": 1},
+           "names": {**good, "activation": "swish"}}
+    for name, model_config in odd.items():
+        paths[name] = mlp_xp.save_checkpoint(root / f"{name}.ckpt", model, epoch=1, model_config=model_config)
     return {**{k: str(v) for k, v in paths.items()}, "ckpt": str(ckpt), "truncated": str(truncated)}
 
 
@@ -172,7 +187,8 @@ def test_predict_grid_is_capped(places, capsys, tmp_path, monkeypatch):
 
 
 README_PLACES = {
-    "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt"
+    "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt",
+    "keys": "keys.ckpt", "types": "types.ckpt", "names": "names.ckpt",
 }
 """How the README table writes the places of ``places``."""
 

@@ -26,6 +26,7 @@ from mlp_xp.data import (
     disc,
     find_files,
     load_dataset,
+    load_idx_dir,
     read_idx,
     synthetic,
     train_val_split,
@@ -160,20 +161,23 @@ def test_write_idx_is_atomic(tmp_path, monkeypatch):
 N_TRAIN, N_TEST = 12, 6
 
 
-def _tiny_arrays() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(42)
+def _tiny_arrays(name: str = "fashion-mnist") -> dict[str, np.ndarray]:
+    """Tiny stand-ins of ``name``'s four files: mnist's differ in every file from fashion-mnist's,
+    whose hashes ``isolated`` records (load_dataset refuses those for mnist)."""
+    other = name != "fashion-mnist"
+    rng = np.random.default_rng(42 + other)
     return {
         "train-images-idx3-ubyte": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": (np.arange(N_TRAIN) % 10).astype(np.uint8),
+        "train-labels-idx1-ubyte": ((np.arange(N_TRAIN) + other) % 10).astype(np.uint8),
         "t10k-images-idx3-ubyte": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(N_TEST) % 10).astype(np.uint8),
+        "t10k-labels-idx1-ubyte": ((np.arange(N_TEST) + other) % 10).astype(np.uint8),
     }
 
 
-def write_tiny(directory, *, compress=True, arrays=None):
-    """The four tiny files in ``directory`` (created), gzip-compressed if ``compress``."""
+def write_tiny(directory, *, compress=True, arrays=None, name="fashion-mnist"):
+    """The four tiny files of ``name`` in ``directory`` (created), gzip-compressed if ``compress``."""
     directory.mkdir(parents=True, exist_ok=True)
-    for base, array in (arrays or _tiny_arrays()).items():
+    for base, array in (arrays or _tiny_arrays(name)).items():
         write_idx(directory / (f"{base}.gz" if compress else base), array, gzip=compress)
     return directory
 
@@ -208,13 +212,13 @@ def isolated(tmp_path, monkeypatch):
 @pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
 @pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
 def test_load_from_data_dir(isolated, tmp_path, name, compress):
-    directory = write_tiny(tmp_path / "mine", compress=compress)
+    directory = write_tiny(tmp_path / "mine", compress=compress, name=name)
     ds = load_dataset(name, directory)
     assert ds.name == name and ds.source == str(directory)
     assert ds.x_train.shape == (N_TRAIN, 784) and ds.x_test.shape == (N_TEST, 784)
     assert ds.x_train.dtype == ds.y_train.dtype == np.uint8
     assert ds.scale == pytest.approx(1 / 255) and ds.n_features == 784 and ds.n_classes == 10
-    tiny = _tiny_arrays()
+    tiny = _tiny_arrays(name)
     np.testing.assert_array_equal(ds.x_train, tiny["train-images-idx3-ubyte"].reshape(N_TRAIN, 784))
     np.testing.assert_array_equal(ds.y_test, tiny["t10k-labels-idx1-ubyte"])
     expected_names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -249,9 +253,38 @@ def test_look_up_order(isolated, tmp_path, monkeypatch):
 
 
 def test_env_dir_may_hold_the_files_directly(isolated, monkeypatch):
-    env = write_tiny(isolated["env"])
+    env = write_tiny(isolated["env"], name="mnist")
     monkeypatch.setenv("MLP_XP_DATA", str(env))
     assert load_dataset("mnist").source == str(env)
+
+
+def test_a_directory_of_fashion_mnist_is_refused_for_mnist(isolated, monkeypatch):
+    """Fashion-MNIST has MNIST's file names, dtypes and shapes: its hashes tell them apart."""
+    env = write_tiny(isolated["env"])
+    monkeypatch.setenv("MLP_XP_DATA", str(env))
+    assert load_dataset("fashion-mnist").source == str(env)
+    for data_dir in (None, env):
+        with pytest.raises(DatasetIntegrityError) as info:
+            load_dataset("mnist", data_dir)
+        message = str(info.value)
+        assert f"{env}/train-images-idx3-ubyte.gz is fashion-mnist's train-images-idx3-ubyte, not mnist's" in message
+        assert f"{env} holds fashion-mnist" in message and "--dataset fashion-mnist" in message
+
+
+def test_a_directory_of_mnist_is_refused_for_fashion_mnist(isolated, tmp_path):
+    directory = write_tiny(tmp_path / "digits", name="mnist")
+    assert load_dataset("mnist", directory).source == str(directory)
+    with pytest.raises(DatasetIntegrityError, match="train-images-idx3-ubyte.gz: the sha256 of its decompressed"):
+        load_dataset("fashion-mnist", directory)
+
+
+def test_data_dirs_may_start_with_a_tilde(isolated, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mine = write_tiny(tmp_path / "mine")
+    assert load_idx_dir("~/mine").source == str(mine)
+    assert load_dataset("fashion-mnist", "~/mine").source == str(mine)
+    monkeypatch.setenv("MLP_XP_DATA", "~/mine")
+    assert load_dataset("fashion-mnist").source == str(mine)
 
 
 def test_data_dir_is_the_only_place_searched(isolated, tmp_path):
@@ -302,7 +335,7 @@ def test_offline_mnist_has_no_apt_remedy(isolated, monkeypatch):
 
 
 def test_download_goes_to_cache_with_published_md5(isolated, tmp_path, monkeypatch):
-    compressed = write_tiny(tmp_path / "mirror")
+    compressed = write_tiny(tmp_path / "mirror", name="mnist")
     calls = []
 
     def fake_retrieve(url, known_hash, fname, path, downloader, **kwargs):
@@ -352,7 +385,7 @@ def test_on_disk_checksum_mismatch(isolated, tmp_path):
     ids=["rows", "image-shape", "dtype"],
 )
 def test_structure_is_checked_without_hashes(isolated, tmp_path, base, array, found):
-    arrays = _tiny_arrays() | {base: array}
+    arrays = _tiny_arrays("mnist") | {base: array}
     directory = write_tiny(tmp_path / "odd", arrays=arrays)
     with pytest.raises(DatasetIntegrityError, match=rf"{base}.gz: expected uint8 of shape .* for mnist's {base}, "
                                                     rf"found {found}"):
@@ -360,7 +393,7 @@ def test_structure_is_checked_without_hashes(isolated, tmp_path, base, array, fo
 
 
 def test_labels_must_index_class_names(isolated, tmp_path):
-    arrays = _tiny_arrays() | {"train-labels-idx1-ubyte": np.full(N_TRAIN, 10, np.uint8)}
+    arrays = _tiny_arrays("mnist") | {"train-labels-idx1-ubyte": np.full(N_TRAIN, 10, np.uint8)}
     with pytest.raises(ValueError, match="y_train holds label 10, but there are 10 class names"):
         load_dataset("mnist", write_tiny(tmp_path / "odd", arrays=arrays))
 

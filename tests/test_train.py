@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import pytest
 
 import mlp_xp
 from mlp_xp import DeviceLoader, SoftmaxCrossEntropy, fit
-from mlp_xp.cli import main
+from mlp_xp.cli import build_parser, main
 from mlp_xp.data import write_idx
 
 # -- DeviceLoader -----------------------------------------------------------------------------
@@ -344,6 +345,48 @@ def test_cli_errors_are_one_clear_line(idx_dir, tmp_path, capsys):
     assert _cli_train(idx_dir, "--epochs", "1", "--save", str(wrong)) == 0
     assert _cli_train(idx_dir, "--epochs", "2", "--hidden", "8", "--resume", str(wrong)) == 2
     assert "does not match the model architecture" in capsys.readouterr().err
+
+
+def test_cli_data_dir_may_start_with_a_tilde(idx_dir, monkeypatch, capsys):
+    """``--data-dir=~/d``: the shell leaves the ``~`` after ``=`` to mlp-xp."""
+    monkeypatch.setenv("HOME", str(idx_dir.parent))
+    assert _cli_train(idx_dir, "--epochs", "1", f"--data-dir=~/{idx_dir.name}") == 0
+    assert capsys.readouterr().out.startswith("done: 1 epoch")
+
+
+def test_cli_out_of_memory_is_one_line_with_exit_code_1(monkeypatch, capsys):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("mlp_xp.cli.synthetic", no_memory)
+    assert main(["train", "--dataset", "synthetic", "--device", "cpu", "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        "mlp-xp train: error: out of memory (an allocation failed); try a smaller dataset, batch or model\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
+def test_cli_help_shows_every_default(command):
+    """Every option with a default (None and a flag's False aside) ends its help with it."""
+    (commands,) = build_parser()._subparsers._group_actions
+    parser = commands.choices[command]
+    options = parser.format_help().split("options:\n", 1)[1]
+    helps = {block.split()[0].rstrip(","): " ".join(block.split()) for block in re.split(r"\n(?=  -)", options)}
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            assert f"(default: {action.default})" in helps[action.option_strings[0]], action.option_strings
+    assert "(default: None)" not in options and "(default: False)" not in options
+
+
+@pytest.mark.realdata
+def test_cli_mnist_refuses_a_fashion_mnist_directory(fashion_mnist, monkeypatch, capsys):
+    """The real data's hashes: MLP_XP_DATA (or --data-dir) at Fashion-MNIST does not pass for MNIST."""
+    monkeypatch.setenv("MLP_XP_DATA", fashion_mnist.source)
+    quick = ["--device", "cpu", "--quiet", "--epochs", "1", "--hidden", "8"]  # should it train after all
+    for extra in ([], ["--data-dir", fashion_mnist.source]):
+        assert main(["train", "--dataset", "mnist", *quick, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{fashion_mnist.source} holds fashion-mnist" in err, err
 
 
 def test_cli_info_lists_backends_and_datasets(capsys):

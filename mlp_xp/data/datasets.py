@@ -16,7 +16,9 @@ Where ``load_dataset`` looks for the four standard files (each raw or gzip-compr
 
 Files found on disk are checked for what can be checked: the sha256 of the decompressed content
 for Fashion-MNIST (Debian recompressed the archives, so archive hashes would not match), the
-dtype and shape of every file for both datasets.
+dtype and shape of every file for both datasets. MNIST's decompressed hashes are not recorded,
+so its files are told from Fashion-MNIST's (which have MNIST's names, dtypes and shapes) by
+refusing Fashion-MNIST's hashes.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class _Source:
     md5: dict[str, str]
     """Published MD5 of each ``<file>.gz`` archive on ``url``."""
     sha256: dict[str, str] | None
-    """sha256 of each decompressed file; None: check dtype and shape only."""
+    """sha256 of each decompressed file; None: check dtype and shape, and refuse other datasets' hashes."""
     class_names: tuple[str, ...]
     n_train: int = 60000
     n_test: int = 10000
@@ -112,7 +114,7 @@ SOURCES: dict[str, _Source] = {
         class_names=tuple(str(i) for i in range(10)),
     ),
 }
-"""The IDX datasets ``load_dataset`` knows. MNIST has no decompressed hashes: structure only."""
+"""The IDX datasets ``load_dataset`` knows. MNIST has no decompressed hashes: structure, and not Fashion-MNIST."""
 
 DATASETS = tuple(SOURCES)
 
@@ -204,7 +206,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
     Searches ``candidate_dirs(name, data_dir)`` and, when no directory holds all four files and
     neither ``data_dir`` is given nor ``download`` is False, downloads them into
     ``cache_dir(name)``. Every file is verified: Fashion-MNIST by the sha256 of its decompressed
-    content, MNIST (whose decompressed hashes are not recorded here) by its dtype and shape only;
+    content, MNIST (whose decompressed hashes are not recorded here) by its dtype and shape and by
+    not being Fashion-MNIST's file (a directory of one dataset is refused for the other);
     a fresh download is also checked against the archive MD5s the mirror publishes.
 
     Raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) naming the places searched and the
@@ -226,10 +229,10 @@ def load_idx_dir(directory: str | os.PathLike, class_names: list[str] | None = N
     """Your own data in the standard layout: the four IDX files of MNIST's names (raw or gzip)
     in ``directory``, any number of samples, images of any shape flattened to (N, D).
 
-    Files are checked for structure only (uint8 images and labels, matching counts);
-    ``class_names`` default to ``"0"``, ``"1"``, ... up to the largest label.
+    ``directory`` may start with ``~``. Files are checked for structure only (uint8 images and
+    labels, matching counts); ``class_names`` default to ``"0"``, ``"1"``, ... up to the largest label.
     """
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
     missing = _missing(directory)
     if missing:
         raise DatasetNotFoundError(f"{directory} lacks {', '.join(missing)} (raw or .gz)")
@@ -288,12 +291,16 @@ def _read_checked(directory: Path, base: str, name: str, source: _Source) -> np.
     """The array in ``directory``'s file ``base``, verified against ``source``."""
     path = _path(directory, base)
     data = read_idx_bytes(path)
-    if source.sha256 is not None:
-        actual, expected = hashlib.sha256(data).hexdigest(), source.sha256[base]
-        if actual != expected:
-            raise DatasetIntegrityError(
-                f"{path}: the sha256 of its decompressed content is {actual}, expected {expected} for "
-                f"{name}'s {base}; the file is corrupt or not the official one: replace or delete it")
+    actual = hashlib.sha256(data).hexdigest()
+    other = next((n for n, s in SOURCES.items() if n != name and s.sha256 and s.sha256[base] == actual), None)
+    if other is not None:
+        raise DatasetIntegrityError(
+            f"{path} is {other}'s {base}, not {name}'s: {directory} holds {other}. Put {name} in a directory of "
+            f"its own and pass it as --data-dir (data_dir= in Python) or {DATA_ENV}, or use --dataset {other}")
+    if source.sha256 is not None and actual != source.sha256[base]:
+        raise DatasetIntegrityError(
+            f"{path}: the sha256 of its decompressed content is {actual}, expected {source.sha256[base]} for "
+            f"{name}'s {base}; the file is corrupt or not the official one: replace or delete it")
     array = parse_idx(data, str(path))
     n = source.n_train if base.startswith("train") else source.n_test
     shape = (n, *source.image_shape) if "images" in base else (n,)

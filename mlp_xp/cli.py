@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -209,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         comm = world()
         check_arguments(args)
-        return COMMANDS[args.command](args)
+        with np.errstate(all="ignore"), _one_line_warnings(args.command):  # a NaN loss is reported as one error
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(f"mlp-xp {args.command}: interrupted", file=sys.stderr)
         comm.abort_others(EXIT_INTERRUPTED)
@@ -241,6 +243,14 @@ def _error(args: argparse.Namespace, comm: Communicator, exc: BaseException, cod
     print(f"mlp-xp {args.command}: error{where}: {exc}", file=sys.stderr)
     comm.abort_others(code)
     return code
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Warnings as one line on stderr each, ``mlp-xp <command>: warning: ...``."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"mlp-xp {command}: warning: {message}", file=sys.stderr)
+        yield
 
 
 @contextlib.contextmanager

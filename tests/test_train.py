@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import warnings
 
 import array_api_compat
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 import mlp_xp
 from mlp_xp import DeviceLoader, SoftmaxCrossEntropy, fit
-from mlp_xp.cli import build_parser, main
+from mlp_xp.cli import _one_line_warnings, build_parser, main
 from mlp_xp.data import write_idx
 
 # -- DeviceLoader -----------------------------------------------------------------------------
@@ -332,10 +333,19 @@ def test_cli_resume_gives_the_same_weights_as_an_uninterrupted_run(idx_dir, tmp_
         np.testing.assert_array_equal(a.optimizer[key], b.optimizer[key])
 
 
-def test_cli_errors_are_one_clear_line(idx_dir, tmp_path, capsys):
+def test_cli_cuda_without_a_gpu_is_one_clear_line(capsys):
+    try:
+        mlp_xp.get_backend("cuda")
+    except mlp_xp.BackendUnavailableError:
+        pass
+    else:
+        pytest.skip("a CUDA device is usable here: --device cuda trains")
     assert main(["train", "--device", "cuda", "--dataset", "synthetic", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mlp-xp train: error: CUDA was requested") and "--device auto" in err
+
+
+def test_cli_errors_are_one_clear_line(idx_dir, tmp_path, capsys):
     assert main(["train", "--device", "tpu", "--dataset", "synthetic"]) == 2
     assert "unknown backend/device spec 'tpu'" in capsys.readouterr().err
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--device", "cpu"]) == 2
@@ -345,6 +355,25 @@ def test_cli_errors_are_one_clear_line(idx_dir, tmp_path, capsys):
     assert _cli_train(idx_dir, "--epochs", "1", "--save", str(wrong)) == 0
     assert _cli_train(idx_dir, "--epochs", "2", "--hidden", "8", "--resume", str(wrong)) == 2
     assert "does not match the model architecture" in capsys.readouterr().err
+
+
+def test_cli_diverging_run_prints_no_numpy_warnings_and_warnings_are_one_line(capsys):
+    """Overflow in a diverging NumPy run is what the NaN check reports, in one line; other
+    warnings (a legacy checkpoint, say) are one line each, not Python's two with a source line."""
+    argv = ["train", "--dataset", "synthetic", "--synthetic-size", "600", "--device", "cpu", "--quiet", "--hidden",
+            "16", "--optimizer", "sgd", "--lr", "1e30", "--epochs", "2", "--no-divergence-check"]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 1
+        warnings.warn("a warning outside the command", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning outside the command"]  # NumPy's overflow: silenced
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mlp-xp train: error: the loss became nan"), err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _one_line_warnings("eval"):
+            warnings.warn("checkpoint format 1 is read-only", stacklevel=1)
+    assert not caught and capsys.readouterr().err == "mlp-xp eval: warning: checkpoint format 1 is read-only\n"
 
 
 def test_cli_data_dir_may_start_with_a_tilde(idx_dir, monkeypatch, capsys):

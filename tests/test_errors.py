@@ -348,3 +348,14 @@ def test_load_state_round_trip(numpy_backend):
     b.load_state({k: np.array(v, copy=True) for k, v in a.state().items()})
     x = numpy_backend.asarray(host_batch())
     np.testing.assert_array_equal(a.eval().forward(x), b.eval().forward(x))
+
+
+def test_mlp_xp_device_replacing_auto_is_named_in_its_errors(monkeypatch):
+    monkeypatch.setenv("MLP_XP_DEVICE", "tpu")
+    with pytest.raises(ValueError, match=r"^MLP_XP_DEVICE=tpu replaces --device auto: unknown backend/device spec"):
+        mlp_xp.get_backend("auto")
+    assert mlp_xp.get_backend("cpu").spec == "numpy"  # an explicit spec is not replaced
+    monkeypatch.setenv("MLP_XP_DEVICE", "array-api-strict:device1")
+    assert mlp_xp.get_backend().spec == "array-api-strict:device1"
+    monkeypatch.setenv("MLP_XP_DEVICE", "auto")
+    assert mlp_xp.get_backend().spec in ("numpy", "cupy:0")

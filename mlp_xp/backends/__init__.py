@@ -77,8 +77,18 @@ def get_backend(spec: str | Backend = "auto") -> Backend:
     if isinstance(spec, Backend):
         return spec
     spec = spec.strip().lower()
-    if spec == "auto" and os.environ.get("MLP_XP_DEVICE"):
-        spec = os.environ["MLP_XP_DEVICE"].strip().lower()
+    override = os.environ.get("MLP_XP_DEVICE", "").strip().lower()
+    if spec == "auto" and override not in ("", "auto"):
+        try:
+            return _create(override)
+        except (BackendUnavailableError, ValueError) as exc:
+            raise type(exc)(f"MLP_XP_DEVICE={override} replaces --device auto: {exc} Unset MLP_XP_DEVICE to let "
+                            "auto choose.") from exc  # fmt: skip
+    return _create(spec)
+
+
+def _create(spec: str) -> Backend:
+    """The backend of a lower-case ``spec`` (``get_backend`` after the override)."""
     if spec == "auto":
         try:
             return cupy.create(0)

@@ -190,11 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def given_options(argv: Sequence[str] | None) -> frozenset[str]:
-    """The destinations of the options that ``argv`` gives explicitly (defaults left out)."""
+def given_options(argv: Sequence[str] | None, command: str) -> frozenset[str]:
+    """The destinations of the options that ``argv`` (of ``command``) gives explicitly."""
     parser = build_parser()
     (commands,) = parser._subparsers._group_actions  # argparse keeps the subcommands' parsers there
-    for action in commands.choices["train"]._actions:
+    for action in commands.choices[command]._actions:
         action.default = argparse.SUPPRESS
     return frozenset(vars(parser.parse_args(argv))) - {"command"}
 
@@ -204,8 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     launcher, a failure on any process ends every process (its message printed by the process
     that failed), so that none waits forever."""
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        args.given = given_options(argv)
+    if args.command in ("train", "eval", "predict"):  # their checkpoints say which run and data they belong to
+        args.given = given_options(argv, args.command)
     comm = Communicator()
     try:
         comm = world()
@@ -553,8 +553,13 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
 
 
 def _load_test_data(args: argparse.Namespace, checkpoint: Checkpoint):
-    """The dataset of ``args``, checked to fit the checkpoint's model."""
-    data = _load_data(args, checkpoint.meta["config"].get("seed", 0))
+    """The dataset of ``args``, checked to fit the checkpoint's model; the data arguments not
+    given are the ones the checkpoint was trained on."""
+    saved = checkpoint.meta["config"]
+    for name in ("dataset", "data_dir", "synthetic_size"):
+        if name in saved and name not in args.given:
+            setattr(args, name, saved[name])
+    data = _load_data(args, saved.get("seed", 0))
     check_data_against_model(args.load, checkpoint.meta["model_config"], data.name, data.n_features, data.n_classes)
     return data
 

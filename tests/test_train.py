@@ -484,3 +484,15 @@ def test_cli_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path):
     assert f"continue with --resume {ckpt}" in err
     meta = mlp_xp.load_checkpoint(ckpt).meta
     assert meta["partial"] and meta["epoch"] >= 1 and len(meta["history"]) == meta["epoch"]
+
+
+def test_cli_eval_and_predict_default_to_the_data_the_checkpoint_was_trained_on(tmp_path, capsys):
+    ckpt = str(tmp_path / "run.safetensors")
+    train = ["train", "--dataset", "synthetic", "--synthetic-size", "600", "--hidden", "8", "--epochs", "1"]
+    assert main([*train, "--device", "cpu", "--quiet", "--save", ckpt]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--load", ckpt, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("synthetic test: ") and "(100 samples" in out, out
+    assert main(["eval", "--load", ckpt, "--device", "cpu", "--synthetic-size", "1200"]) == 0
+    assert "(200 samples" in capsys.readouterr().out  # given anew: used

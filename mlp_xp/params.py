@@ -109,10 +109,23 @@ class FlatParameters:
 
     def sync(self) -> None:
         """Copy parameters assigned since the last bind into the buffer (no device work when
-        none was: an identity check per parameter)."""
-        if not all(slot.layer.params[slot.key] is view for slot, view in zip(self.slots, self._views)):
-            self.data = self.join(self.arrays())
-            self._bind()
+        none was: an identity check per parameter). An assigned array must keep its
+        parameter's shape, and all parameters one dtype (``model.to`` changes them together);
+        else ``ValueError`` naming the parameter."""
+        assigned = [slot for slot, view in zip(self.slots, self._views) if slot.layer.params[slot.key] is not view]
+        if not assigned:
+            return
+        arrays = self.arrays()
+        dtypes = [array.dtype for array in arrays.values()]
+        for slot in assigned:
+            value = arrays[slot.name]
+            if tuple(value.shape) != slot.shape or dtypes.count(value.dtype) != len(dtypes):
+                raise ValueError(
+                    f"parameter {slot.name} was assigned an array of shape {tuple(value.shape)} and dtype "
+                    f"{value.dtype}; it must keep shape {slot.shape} and the dtype of the other parameters."
+                )
+        self.data = self.join(arrays)
+        self._bind()
 
     def install(self, data: Array) -> None:
         """Make ``data`` the buffer. The same array updated in place needs nothing; a new

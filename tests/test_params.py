@@ -72,6 +72,20 @@ def test_a_parameter_assigned_from_outside_is_trained(backend):
     np.testing.assert_allclose(weight, reference["hidden1"].params["weight"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, dtype", [((4,), "float32"), ((5,), "float64")])
+def test_a_parameter_assigned_with_another_shape_or_dtype_is_refused(backend64, shape, dtype):
+    """Either would be re-laid-out silently: a longer buffer, or all of it promoted to float64."""
+    model = make_mlp(6, [5], 3).init(backend64, seed=3)
+    optimizer = SGD(model, lr=0.5)
+    x, y = _batch(backend64)
+    loss = mlp_xp.SoftmaxCrossEntropy()
+    loss.forward(model.forward(x), y)
+    model.backward(loss.backward())
+    model["hidden1"].params["bias"] = backend64.asarray(np.ones(shape), dtype)  # between backward and step
+    with pytest.raises(ValueError, match=rf"parameter hidden1.bias was assigned an array of shape \({shape[0]},\)"):
+        optimizer.step()
+
+
 def test_gradients_gathered_in_layout_order(numpy_backend):
     model = make_mlp(6, [5], 3).init(numpy_backend, seed=4)
     x, y = _batch(numpy_backend)

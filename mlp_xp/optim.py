@@ -66,7 +66,7 @@ class Optimizer:
         self.state: dict[str, Array] = {}
         self.parts: dict[str, dict[str, Array]] | None = None
         self._decay: Array | float = weight_decay  # the flat mask × λ once prepared (unless decay_all)
-        self._decay_for: float | None = None  # the λ that _decay was made for
+        self._decay_for: tuple[float, bool] | None = None  # the (λ, decay_all) that _decay was made for
         self._mask: Array | None = None
         self._on: tuple[Any, str] | None = None  # the model's (backend, dtype) the state was made on
         self._plan_key: tuple[Array, ...] | None = None  # the buffers _plan_steps views
@@ -90,14 +90,14 @@ class Optimizer:
         if not self.state and self.state_names:
             xp = namespace(flat.data)
             self.state = {name: xp.zeros_like(flat.data) for name in self.state_names}
-        if self._decay_for != self.weight_decay:  # λ may change between steps
+        if self._decay_for != (self.weight_decay, self.decay_all):  # either may change between steps
             if self.decay_all or not self.weight_decay:
                 self._decay = self.weight_decay
             else:
                 if self._mask is None:
                     self._mask = flat.decay_mask()
                 self._decay = self._mask * self.weight_decay
-            self._decay_for = self.weight_decay
+            self._decay_for = (self.weight_decay, self.decay_all)
 
     def _follow_model(self, source: Any) -> None:
         """After ``model.to(...)``: the state moves to the model's new backend and dtype (its
@@ -300,17 +300,35 @@ class AdamW(Adam):
 def step_decay(step: int = 1, gamma: float = 0.5) -> Schedule:
     """Multiply the learning rate by ``gamma`` every ``step`` epochs (``step=1, gamma=0.5``
     halves it after every epoch)."""
+    _check_schedule("step_decay", step=step, gamma=gamma)
     return lambda epoch: gamma ** (epoch // step)
 
 
 def exponential_decay(gamma: float) -> Schedule:
     """``lr = base_lr · gamma**epoch``."""
+    _check_schedule("exponential_decay", gamma=gamma)
     return lambda epoch: gamma**epoch
 
 
 def cosine_decay(epochs: int, min_factor: float = 0.0) -> Schedule:
     """Cosine annealing from ``base_lr`` (epoch 0) towards ``min_factor·base_lr`` at ``epochs``."""
+    _check_schedule("cosine_decay", epochs=epochs, min_factor=min_factor)
     return lambda epoch: min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
+def _check_schedule(name: str, **values: float) -> None:
+    """``ValueError`` for a schedule argument out of range: ``step`` and ``epochs`` at least 1,
+    ``gamma`` in (0, 1] (a decay), ``min_factor`` in [0, 1]."""
+    allowed = {
+        "step": (lambda v: v >= 1, "at least 1"),
+        "epochs": (lambda v: v >= 1, "at least 1"),
+        "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "min_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    }
+    for key, value in values.items():
+        holds, where = allowed[key]
+        if not holds(value):
+            raise ValueError(f"{name}: {key}={value} must be {where}.")
 
 
 def get_schedule(name: str | None, epochs: int, gamma: float = 0.5, step: int = 1) -> Schedule | None:

@@ -1,0 +1,56 @@
+"""Optimizer settings changed between steps, and the learning-rate schedules' arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlp_xp
+from mlp_xp import SGD, make_mlp
+from mlp_xp.optim import cosine_decay, exponential_decay, step_decay
+
+
+def _steps(backend, switch_after: int, steps: int = 4) -> np.ndarray:
+    """SGD with weight decay on the weights only, then (after ``switch_after`` steps) on all."""
+    rng = np.random.default_rng(0)
+    x = backend.asarray(rng.standard_normal((16, 6)), "float32")
+    y = backend.asarray(rng.integers(0, 3, 16), "int64")
+    model = make_mlp(6, [5], 3).init(backend, seed=1)
+    optimizer = SGD(model, lr=0.1, weight_decay=0.5)
+    loss = mlp_xp.SoftmaxCrossEntropy()
+    for step in range(steps):
+        optimizer.decay_all = step >= switch_after
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        optimizer.step()
+    return backend.to_numpy(model.flat.data)
+
+
+def test_decay_all_switched_between_steps_takes_effect_on_every_backend(backend):
+    """NumPy updates per parameter (reading ``decay_all`` each step); the others update the
+    whole buffer with a decay mask, which must be made again when ``decay_all`` changes."""
+    numpy = mlp_xp.get_backend("numpy")
+    np.testing.assert_allclose(_steps(backend, 2), _steps(numpy, 2), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(_steps(numpy, 2), _steps(numpy, 4))  # the switch changes the run
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: step_decay(0), "step_decay: step=0 must be at least 1"),
+        (lambda: step_decay(1, gamma=2.0), r"step_decay: gamma=2.0 must be in \(0, 1\]"),
+        (lambda: exponential_decay(0.0), r"exponential_decay: gamma=0.0 must be in \(0, 1\]"),
+        (lambda: cosine_decay(0), "cosine_decay: epochs=0 must be at least 1"),
+        (lambda: cosine_decay(5, min_factor=-0.1), r"cosine_decay: min_factor=-0.1 must be in \[0, 1\]"),
+    ],
+)
+def test_schedule_arguments_out_of_range_are_refused_when_made(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_schedules_in_range():
+    assert [step_decay(2, 0.5)(e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert exponential_decay(1.0)(7) == 1.0
+    assert cosine_decay(4, min_factor=0.2)(0) == 1.0 and cosine_decay(4, min_factor=0.2)(9) == pytest.approx(0.2)
+    assert cosine_decay(1)(1) == pytest.approx(0.0)

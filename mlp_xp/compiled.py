@@ -42,9 +42,6 @@ class CompiledSteps:
         optimizer.prepare()
         if loader.y is not None:  # a memo first filled inside a trace fails torch's guard on the next call
             isdtype(namespace(loader.y), loader.y.dtype, "integral")
-        self._generators = [
-            layer.rng for layer in model.layers if getattr(getattr(layer, "rng", None), "state", None) is not None
-        ]
         self._scalars: dict[str, tuple[float, Array]] = {}
 
     @classmethod
@@ -71,11 +68,17 @@ class CompiledSteps:
             "optim": dict(optimizer.state) if parts is None else {which: dict(p) for which, p in parts.items()},
             "lr": optimizer.lr,
             "steps": optimizer.steps,
-            "rng": [generator.state for generator in self._generators],
+            "rng": [generator.state for generator in self._generators()],
         }
         if optimizer.weight_decay:  # 0 ↔ λ changes the state's structure: a retrace, not a stale trace
             state["decay"] = optimizer._decay
         return state
+
+    def _generators(self) -> list[Any]:
+        """The layers' random generators that carry a state (Dropout's), as the layers hold them
+        now: ``model.to`` or an assignment may have replaced one since the steps were compiled."""
+        rngs = (getattr(layer, "rng", None) for layer in self.model.layers)
+        return [rng for rng in rngs if getattr(rng, "state", None) is not None]
 
     def _write(self, state: State) -> None:
         """Bind ``state`` to the objects, all but the parameters (``FlatParameters`` binds those)."""
@@ -87,7 +90,7 @@ class CompiledSteps:
         else:
             optimizer.parts, optimizer.state = None, dict(state["optim"])
         optimizer.lr, optimizer.steps = state["lr"], state["steps"]
-        for generator, key in zip(self._generators, state["rng"]):
+        for generator, key in zip(self._generators(), state["rng"]):
             generator.set_state(key)
         if "decay" in state:
             optimizer._decay = state["decay"]

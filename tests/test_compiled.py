@@ -212,3 +212,25 @@ def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch, dropout
     assert counters["stats"]["unique_graphs"] == 2  # batches of 64, and the last one of 52
     counts = [backend.to_numpy(layer.rng.key)[1] for layer in model.layers if isinstance(layer, Dropout)]
     assert counts == ([8] if dropout else [])  # the last epoch's 8 steps (the key restarts every epoch)
+
+
+def test_compiled_dropout_follows_generators_replaced_by_model_to():
+    """``model.to`` gives Dropout a new generator; steps compiled before must draw from it (they
+    drew from the old one, which ``set_epoch`` no longer restarts: another run than eager's)."""
+    from mlp_xp import Linear, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((48, 3)), rng.integers(0, 2, 48)
+
+    def run(compile: bool) -> np.ndarray:
+        backend = resolve_backend("jax")
+        model = Sequential(Linear(3, 8), ReLU(), Dropout(0.5), Linear(8, 2)).init(backend, dtype="float64")
+        optimizer, loss = SGD(model, lr=0.1), SoftmaxCrossEntropy(check_labels=False)
+        loader = DeviceLoader(x, y, backend, batch_size=16, dtype="float64", num_classes=2)
+        fit(model, loss, optimizer, loader, epochs=2, log=None, progress=False, compile=compile)
+        model.to("numpy")
+        model.to(backend)
+        fit(model, loss, optimizer, loader, epochs=4, start_epoch=2, log=None, progress=False, compile=compile)
+        return backend.to_numpy(model.flat.data)
+
+    np.testing.assert_allclose(run(compile=True), run(compile=False), rtol=1e-12, atol=1e-14)

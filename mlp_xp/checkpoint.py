@@ -161,8 +161,8 @@ def restore(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer | No
     _check_fits(checkpoint, model)
     backend = model.backend
     model.load_state({k: backend.asarray(v, model.dtype) for k, v in checkpoint.model.items()})
-    if optimizer is not None and "optimizer" in checkpoint.meta:  # plain SGD has a step count but no arrays
-        saved_type = checkpoint.meta["optimizer"].get("type")
+    if optimizer is not None and (checkpoint.optimizer or "optimizer" in checkpoint.meta):  # plain SGD: no arrays
+        saved_type = checkpoint.meta.get("optimizer", {}).get("type")
         if saved_type != type(optimizer).__name__:
             raise ValueError(f"checkpoint holds {saved_type} state; cannot load it into {type(optimizer).__name__}.")
         optimizer.load_state_arrays(

@@ -50,14 +50,13 @@ def test_fit_calls_share_one_compiled_step(spec, monkeypatch):
     np.testing.assert_allclose([h.last["train_loss"] for h in split], whole["train_loss"], rtol=1e-6)
 
 
-def test_torch_compiles_the_steps_of_every_model_of_a_process(monkeypatch):
+def test_torch_compiles_the_steps_of_every_model_of_a_process():
     """Steps of different models are compiled functions of their own: dynamo caches graphs per
     code object and runs a function eagerly once its cache is full (``mlp-xp bench --compile``
     went eager from its fifth case on)."""
     torch = pytest.importorskip("torch")
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     backend = resolve_backend("torch")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 96)
@@ -66,7 +65,8 @@ def test_torch_compiles_the_steps_of_every_model_of_a_process(monkeypatch):
         model = make_mlp(8, [width], 3).init(backend, seed=0)
         loader = DeviceLoader(x, y, backend, batch_size=32, num_classes=3)  # one batch shape: one graph
         frames = dict(counters["frames"])
-        fit(model, SoftmaxCrossEntropy(check_labels=False), SGD(model, lr=0.1), loader, epochs=1, progress=False,
-            log=None, compile=True)  # fmt: skip
+        with torch._dynamo.config.patch(recompile_limit=1):
+            fit(model, SoftmaxCrossEntropy(check_labels=False), SGD(model, lr=0.1), loader, epochs=1, progress=False,
+                log=None, compile=True)  # fmt: skip
         assert counters["frames"]["ok"] - frames.get("ok", 0) == counters["frames"]["total"] - frames.get("total", 0)
         assert counters["frames"]["ok"] > frames.get("ok", 0), f"the steps of model {width} were not compiled"

@@ -10,6 +10,7 @@ one. Nothing here reads values back to the host, except the optional label range
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .arrays import Array, device, isdtype, namespace, size
@@ -44,14 +45,20 @@ class Loss:
         """Number of right predictions in the batch, as a device scalar, or None."""
         return None
 
+    def predictions(self, pred_shape: tuple[int, ...]) -> int:
+        """How many predictions ``correct`` counts in a batch of predictions of shape
+        ``pred_shape`` (the accuracy's denominator, known on the host from the shape): one per
+        row of outputs, i.e. per position of the batch dimensions (batch..., outputs)."""
+        return math.prod(pred_shape[:-1])
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class SoftmaxCrossEntropy(Loss):
     """Softmax + cross-entropy, fused and stable. ``pred`` are logits (batch..., C);
-    ``target`` integer labels (batch...) or one-hot/probabilities (batch..., C).
-    Gradient: ``(softmax(pred) - onehot) / n``.
+    ``target`` integer labels (batch...) of any integer dtype, or one-hot/probabilities
+    (batch..., C) of any dtype (cast to ``pred``'s). Gradient: ``(softmax(pred) - onehot) / n``.
 
     ``check_labels`` verifies integer labels lie in [0, C); it reads one boolean back from
     the device, so turn it off in GPU loops whose labels were validated already
@@ -77,6 +84,9 @@ class SoftmaxCrossEntropy(Loss):
                 )
             if not isdtype(xp, target.dtype, "integral"):
                 raise ValueError(f"SoftmaxCrossEntropy: class labels must be integers, got dtype {target.dtype}.")
+            if target.dtype != xp.int64 and xp.iinfo(target.dtype).max < classes:
+                # a narrow dtype (uint8, int8) would wrap the class ids and the range check's bound
+                target = xp.astype(target, xp.int64, device=device(target))
             if self.check_labels and bool(xp.any((target < 0) | (target >= classes))):
                 raise ValueError(
                     f"SoftmaxCrossEntropy: labels must lie in [0, {classes}) for {classes} logits; "
@@ -90,6 +100,8 @@ class SoftmaxCrossEntropy(Loss):
                 f"SoftmaxCrossEntropy: one-hot targets of shape {tuple(target.shape)} "
                 f"do not match logits of shape {tuple(pred.shape)}."
             )
+        else:
+            target = _as_dtype(xp, target, pred.dtype)
         self.cache = {"exp": exp, "total": total, "target": target, "n": n}
         return xp.sum(target * (xp.log(total) - shifted)) / n
 
@@ -110,7 +122,7 @@ class SoftmaxCrossEntropy(Loss):
 
 class MSE(Loss):
     """Mean squared error, averaged over every element (as torch and Keras do);
-    the gradient is ``2 (pred - target) / size``."""
+    the gradient is ``2 (pred - target) / size``. Targets of any dtype are cast to ``pred``'s."""
 
     def forward(self, pred: Array, target: Array) -> Array:
         xp = _namespace(pred, target, "MSE")
@@ -118,7 +130,7 @@ class MSE(Loss):
             raise ValueError(
                 f"MSE: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}."
             )
-        diff = pred - target
+        diff = pred - _as_dtype(xp, target, pred.dtype)
         count = size(pred)
         self.cache = {"diff": diff, "count": count}
         return xp.sum(diff * diff) / count
@@ -169,6 +181,10 @@ class BinaryCrossEntropy(Loss):
         threshold = 0.0 if self.from_logits else 0.5
         return xp.count_nonzero((pred > threshold) == (target > 0.5))
 
+    def predictions(self, pred_shape: tuple[int, ...]) -> int:
+        """One prediction per output (a multi-output model makes several per sample)."""
+        return math.prod(pred_shape)
+
 
 def _namespace(pred: Array, target: Array, name: str) -> Any:
     """Namespace of ``pred`` after checking that ``target`` is an array of the same library."""
@@ -190,3 +206,10 @@ def _as_pred_shape(xp: Any, pred: Array, target: Array, name: str) -> Array:
                 f"{name}: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}."
             )
     return xp.astype(target, pred.dtype)
+
+
+def _as_dtype(xp: Any, target: Array, dtype: Any) -> Array:
+    """``target`` in ``dtype`` (the predictions'): integer targets would not promote with float
+    predictions on strict libraries and would upcast to float64 on NumPy, as would float64
+    targets of a float32 model. No operation when it has that dtype already."""
+    return target if target.dtype == dtype else xp.astype(target, dtype)

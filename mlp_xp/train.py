@@ -58,8 +58,9 @@ class Callback(Protocol):
 class EpochProgress:
     """How far one process got in an epoch: 0-based ``epoch``, the ``steps`` run (global
     batches), and the sums the epoch's record is made from: ``samples`` this process trained on,
-    ``loss_sum`` (Σ step loss × step samples, in step order), ``correct`` (None where the loss has
-    no accuracy) and ``seconds``."""
+    ``loss_sum`` (Σ step loss × step samples, in step order), ``correct`` (right predictions, of
+    ``samples`` × the loss's predictions per sample; None where the loss has no accuracy) and
+    ``seconds``."""
 
     epoch: int
     steps: int = 0
@@ -152,13 +153,15 @@ def evaluate(model: Sequential, loss: Loss, loader: DeviceLoader) -> dict[str, f
             counts.append(loss.correct(pred, y))
     finally:
         loss.cache = {}
+        for layer in model.layers:  # nothing outlives evaluation (eval-mode layers keep what a backward would need)
+            layer.cache.clear()
         if was_training:
             model.train()
     n = loader.num_samples
     total, correct = _host_sums(loader.backend, totals, counts)
     if loader.comm.size > 1:  # a sharded loader: every process evaluated its part
         total, correct, _ = _summed(loader.comm, total, correct, 0)
-    return {"loss": total / n, "acc": None if correct is None else correct / n}
+    return {"loss": total / n, "acc": _accuracy(correct, n, loss, model, loader)}
 
 
 def fit(
@@ -226,7 +229,7 @@ def fit(
                     log(f"interrupted in epoch {epoch + 1}/{epochs} after {done.steps} of {len(train_loader)} steps")
                 break
             total, correct, samples = _summed(comm, done.loss_sum, done.correct, done.samples)
-            train_loss, train_acc = total / samples, (None if correct is None else correct / samples)
+            train_loss, train_acc = total / samples, _accuracy(correct, samples, loss, model, train_loader)
             broadcast_buffers(comm, model)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -264,6 +267,18 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
             parts.append(f"{key} {value:.4f}")
     parts.append(f"{record['samples_per_s'] / 1000:.1f}k samples/s")
     return "  ".join(parts)
+
+
+def _accuracy(correct: float | None, samples: int, loss: Loss, model: Sequential, loader: DeviceLoader) -> float | None:
+    """``correct`` right predictions over the ``samples`` samples of ``loader`` as a fraction:
+    over ``samples`` × the predictions ``loss`` counts per sample (several with extra batch
+    dimensions, (N, T, C) logits, or a multi-output BinaryCrossEntropy), from the shape of the
+    model's output for one sample (its input's shape with the model's output width last)."""
+    if correct is None:
+        return None
+    features = tuple(loader.x.shape[1:])
+    one = (1, *features[:-1], model.output_features(features[-1])) if features else (1,)
+    return correct / (samples * loss.predictions(one))
 
 
 def _eager_epoch(model, loss, optimizer, loader) -> Iterator[tuple[Array, Array | None, int]]:

@@ -496,3 +496,21 @@ def test_cli_eval_and_predict_default_to_the_data_the_checkpoint_was_trained_on(
     assert out.startswith("synthetic test: ") and "(100 samples" in out, out
     assert main(["eval", "--load", ckpt, "--device", "cpu", "--synthetic-size", "1200"]) == 0
     assert "(200 samples" in capsys.readouterr().out  # given anew: used
+
+
+def test_unshuffled_loader_yields_targets_of_several_dimensions(backend):
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    loader = DeviceLoader(x, y, backend, batch_size=4, shuffle=False)
+    batches = [(backend.to_numpy(xb), backend.to_numpy(yb)) for xb, yb in loader]
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+
+
+def test_evaluate_leaves_no_layer_caches(numpy_backend):
+    model = mlp_xp.make_mlp(4, [5], 3, batchnorm=True, dropout=0.2).init(numpy_backend)
+    rng = np.random.default_rng(0)
+    loader = DeviceLoader(rng.standard_normal((20, 4)).astype(np.float32), rng.integers(0, 3, 20), numpy_backend,
+                          batch_size=8, shuffle=False)  # fmt: skip
+    mlp_xp.evaluate(model, SoftmaxCrossEntropy(), loader)
+    assert all(not layer.cache for layer in model.layers) and model.layers[0].training

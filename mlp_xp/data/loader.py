@@ -137,7 +137,7 @@ class DeviceLoader:
             start, stop = self._shard(first)
             if order is None:
                 xb = self._features(self.x[start:stop, ...])
-                yield xb, (xb if self.y is None else self.y[start:stop])
+                yield xb, (xb if self.y is None else self.y[start:stop, ...])
             else:
                 yield self.gather(order[start:stop])
 

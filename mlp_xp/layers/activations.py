@@ -14,18 +14,26 @@ class ReLU(Layer):
     """``y = max(x, 0)``. Training computes it as ``x · mask`` with ``mask = (x > 0)`` in
     ``x``'s dtype, the local derivative, cached for ``dx = dy · mask``: as many operations per
     step as ``maximum`` and a mask from ``y``, and no Python scalar in a function call (which
-    array-api-compat's torch wrappers turn into a torch.compile graph break). In eval mode,
-    with nothing to cache, it is one ``maximum``."""
+    array-api-compat's torch wrappers turn into a torch.compile graph break). In eval mode it
+    is one ``maximum`` and caches its output ``y`` (a reference, no operation): a backward
+    there (input gradients, saliency) builds the mask ``y > 0`` then, so evaluation pays
+    nothing for gradients it does not ask for."""
 
     def forward(self, x: Array) -> Array:
         xp = namespace(x)
         if not self.training:
-            return xp.maximum(x, 0.0)
+            self.cache.pop("mask", None)  # a training forward's mask, never backpropagated
+            y = self.cache["y"] = xp.maximum(x, 0.0)
+            return y
         mask = self.cache["mask"] = xp.astype(x > 0, x.dtype)
         return x * mask
 
     def backward(self, dy: Array) -> Array:
-        return dy * self.saved("mask")
+        mask = self.cache.get("mask")
+        if mask is None:  # the forward ran in eval mode
+            y = self.saved("y")
+            mask = namespace(y).astype(y > 0, y.dtype)
+        return dy * mask
 
 
 class LeakyReLU(Layer):

@@ -330,12 +330,12 @@ RUN_ARGUMENTS = (
 """train's arguments that define a run: ``--resume`` takes from the checkpoint those not given."""
 
 
-def _continue_run(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
-    """``--resume`` continues the checkpoint's run: each of ``RUN_ARGUMENTS`` not given on the
-    command line takes the value the run was started with (``saved``, its config); returns the
-    given ones that differ from it, as ``--flag value (was saved)`` for the log."""
+def _continue_run(args: argparse.Namespace, saved: dict[str, Any], names: Sequence[str] = RUN_ARGUMENTS) -> list[str]:
+    """Continue the checkpoint's run: each argument of ``names`` not given on the command line
+    takes the value the run was started with (``saved``, its config); returns the given ones
+    that differ from it, as ``--flag value (was saved)`` for the log."""
     changed = []
-    for name in RUN_ARGUMENTS:
+    for name in names:
         if name not in saved:
             continue
         if name not in args.given:
@@ -556,9 +556,7 @@ def _load_test_data(args: argparse.Namespace, checkpoint: Checkpoint):
     """The dataset of ``args``, checked to fit the checkpoint's model; the data arguments not
     given are the ones the checkpoint was trained on."""
     saved = checkpoint.meta["config"]
-    for name in ("dataset", "data_dir", "synthetic_size"):
-        if name in saved and name not in args.given:
-            setattr(args, name, saved[name])
+    _continue_run(args, saved, ("dataset", "data_dir", "synthetic_size"))
     data = _load_data(args, saved.get("seed", 0))
     check_data_against_model(args.load, checkpoint.meta["model_config"], data.name, data.n_features, data.n_classes)
     return data

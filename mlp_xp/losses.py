@@ -205,7 +205,7 @@ def _as_pred_shape(xp: Any, pred: Array, target: Array, name: str) -> Array:
             raise ValueError(
                 f"{name}: predictions of shape {tuple(pred.shape)} do not match targets of shape {tuple(target.shape)}."
             )
-    return xp.astype(target, pred.dtype)
+    return _as_dtype(xp, target, pred.dtype)
 
 
 def _as_dtype(xp: Any, target: Array, dtype: Any) -> Array:

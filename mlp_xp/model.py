@@ -11,6 +11,11 @@ from .layers.base import Layer, Skipped
 from .params import FlatParameters
 
 
+def default_layer_name(layer: Layer, index: int) -> str:
+    """The name ``Sequential`` gives an unnamed layer at ``index``: ``linear0``, ``relu1``..."""
+    return f"{type(layer).__name__.lower()}{index}"
+
+
 class Sequential:
     """Layers applied in order. Entries are layers or ``(name, layer)`` pairs; unnamed layers
     are called ``<type><index>`` (``linear0``, ``relu1``, ...).
@@ -25,7 +30,7 @@ class Sequential:
             raise ValueError("Sequential needs at least one layer.")
         self.layers: list[Layer] = []
         for index, entry in enumerate(layers):
-            name, layer = entry if isinstance(entry, tuple) else (f"{type(entry).__name__.lower()}{index}", entry)
+            name, layer = entry if isinstance(entry, tuple) else (default_layer_name(entry, index), entry)
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential entry {index} is a {type(layer).__name__}, not a Layer.")
             if name in self.names:

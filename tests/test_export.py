@@ -86,6 +86,22 @@ def test_torch_model_imports_with_default_names_and_same_outputs(torch, backend)
     _assert_same_logits(backend.to_numpy(model.forward(backend.asarray(X))), expected)
 
 
+def test_torch_model_with_names_that_clash_with_defaults_imports(torch):
+    """A digit-named child keeps its digits where another child has its default name; Softmax()
+    without a dim (torch's implicit dim 1 on 2-D input) is mlp_xp's Softmax."""
+    from collections import OrderedDict
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    children = [("0", nn.Linear(IN, 8)), ("linear0", nn.Linear(8, CLASSES)), ("2", nn.Softmax())]
+    seq = nn.Sequential(OrderedDict(children)).eval()
+    model = mlp_xp.from_torch(seq, backend="numpy")
+    assert model.names == ["0", "linear0", "softmax2"]
+    with torch.no_grad():
+        expected = seq(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(model.forward(X), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "module, message",
     [

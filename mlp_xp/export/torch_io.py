@@ -24,7 +24,7 @@ import safetensors.numpy
 from ..backends import Backend
 from ..files import write_atomically
 from ..layers import BatchNorm, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
-from ..model import Sequential
+from ..model import Sequential, default_layer_name
 
 if TYPE_CHECKING:
     import torch
@@ -114,8 +114,8 @@ def to_torch(model: Sequential, batches_tracked: int = 0) -> torch.nn.Sequential
 def from_torch(seq: torch.nn.Sequential, backend: Backend | str = "auto", dtype: str | None = None) -> Sequential:
     """An mlp_xp ``Sequential`` on ``backend`` from a ``torch.nn.Sequential`` of the supported
     modules, in ``dtype`` (default: the torch parameters' float32 or float64). Children named by
-    torch's default digits get mlp_xp's default names, others keep theirs. Any other module
-    raises ``ValueError`` naming it."""
+    torch's default digits get mlp_xp's default names (or keep the digits where another child
+    already has that name), others keep theirs. Any other module raises ``ValueError`` naming it."""
     torch = _torch()
     if not isinstance(seq, torch.nn.Sequential):
         raise TypeError(f"from_torch needs a torch.nn.Sequential, got {type(seq).__name__}.")
@@ -123,7 +123,7 @@ def from_torch(seq: torch.nn.Sequential, backend: Backend | str = "auto", dtype:
     if not children:
         raise ValueError("from_torch: the torch.nn.Sequential is empty.")
     layers = [_layer(torch, index, name, module) for index, (name, module) in enumerate(children)]
-    model = Sequential(*(layer if name.isdigit() else (name, layer) for (name, _), layer in zip(children, layers)))
+    model = Sequential(*zip(_layer_names(children, layers), layers))
     host = {k: v.detach().cpu() for k, v in seq.state_dict().items()}
     model.init(backend, dtype=dtype or _float_dtype(host))
     state = {}
@@ -134,6 +134,17 @@ def from_torch(seq: torch.nn.Sequential, backend: Backend | str = "auto", dtype:
             state[f"{layer.name}.{key}"] = model.backend.asarray(value, model.dtype)
     model.load_state(state)
     return model.train() if seq.training else model.eval()
+
+
+def _layer_names(children: list[tuple[str, Any]], layers: list[Layer]) -> list[str]:
+    """mlp_xp's default name (``linear0``...) for each digit-named child, unless a child is named
+    that already; every other child keeps its torch name."""
+    taken = {name for name, _ in children}
+    names = []
+    for index, ((name, _), layer) in enumerate(zip(children, layers)):
+        default = default_layer_name(layer, index)
+        names.append(default if name.isdigit() and default not in taken else name)
+    return names
 
 
 def _torch_layout(layer: Layer, key: str, value: np.ndarray) -> np.ndarray:
@@ -161,7 +172,7 @@ def _layer(torch: Any, index: int, name: str, module: Any) -> Layer:
         raise ValueError(f"{where}, which mlp_xp cannot import; supported modules: {supported}.")
     if kind is nn.BatchNorm1d and not (module.affine and module.track_running_stats and module.momentum is not None):
         raise ValueError(f"{where} without affine=True, track_running_stats=True and a momentum; unsupported.")
-    if kind is nn.Softmax and module.dim not in (-1, 1):
+    if kind is nn.Softmax and module.dim not in (-1, 1, None):  # None: torch's implicit dim, 1 for 2-D input
         raise ValueError(f"{where} over dim={module.dim}; mlp_xp's Softmax is over the last axis (dim=-1).")
     return build[kind](module)
 

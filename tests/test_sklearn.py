@@ -442,14 +442,17 @@ def test_lbfgs_names_the_alternatives(digits):
         MLPClassifier(solver="lbfgs").fit(x, y)
 
 
-def test_max_iter_warns_like_sklearn(digits):
+def test_warnings_are_like_sklearns_and_point_at_the_callers_line(digits):
     x, y = digits
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         MLPClassifier(max_iter=2).fit(x, y)
-    assert any(
-        issubclass(w.category, ConvergenceWarning) and "Maximum iterations (2)" in str(w.message) for w in caught
-    )
+        MLPClassifier(batch_size=len(x) + 1).partial_fit(x, y, classes=np.unique(y))
+    found = {(w.category, str(w.message).split(" (")[0][:24]): w.filename for w in caught}
+    assert found == {
+        (ConvergenceWarning, "Stochastic Optimizer: Ma"): __file__,
+        (UserWarning, "Got `batch_size` less th"): __file__,
+    }
 
 
 # -- acceptance 3: real Fashion-MNIST against sklearn (manual: about a minute) ---------------------------

@@ -7,6 +7,8 @@ computed in float64); any other BatchNorm becomes ``BatchNormalization``. Linear
 (last axis) become ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Softmax``. One input
 ``input`` of shape (batch, in_features) and one output ``output`` of shape (batch, out_features),
 with a symbolic batch dimension; the class names and the layer list are in ``metadata_props``.
+ONNX float attributes are float32: a float64 model's BatchNormalization ``epsilon`` and
+LeakyRelu ``alpha`` are rounded to float32 (a relative change of at most 6e-8).
 Only this module of the package imports onnx, and only when ``export_onnx`` runs.
 """
 

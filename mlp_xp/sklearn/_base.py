@@ -79,6 +79,11 @@ def to_host(x: Any) -> np.ndarray:
     return backend.to_numpy(x) if backend is not None else np.asarray(x)
 
 
+CALLER = 5
+"""``warnings.warn`` stacklevel of the user's ``fit``/``partial_fit`` call: warn → ``_batching`` or
+``_train`` → ``_fit`` → ``fit`` → sklearn's ``_fit_context`` wrapper → the caller."""
+
+
 class BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, training, prediction, pickling."""
 
@@ -191,7 +196,7 @@ class BaseMLP(BaseEstimator):
         shuffling, a different sample each epoch); a ValueError where every batch has one."""
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn(
-                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=4
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=CALLER
             )
         batch_size = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
         if not self.batchnorm:
@@ -239,10 +244,10 @@ class BaseMLP(BaseEstimator):
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
                 "converged yet.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=CALLER,
             )
         if history.interrupted:
-            warnings.warn("Training interrupted by user.", stacklevel=4)
+            warnings.warn("Training interrupted by user.", stacklevel=CALLER)
         if epoch_end.best_state is not None:
             model.load_state(epoch_end.best_state)
 

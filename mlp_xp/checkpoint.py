@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import warnings
 import zipfile
@@ -130,6 +131,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     code. Raises ``FileNotFoundError`` when nothing is at ``path`` and ``FileFormatError`` for
     a file that is not a valid checkpoint."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read below
+            raise FileFormatError(f"{path} is not a regular file, so not a checkpoint.")
         with open(path, "rb") as f:
             magic = f.read(9)
     except FileNotFoundError:

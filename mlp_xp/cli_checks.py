@@ -192,12 +192,14 @@ def _positive(flag: str, value: float) -> None:
 
 
 def _input_file(flag: str, path: str) -> None:
-    """``path`` exists and is not a directory (a FIFO or device is allowed)."""
+    """``path`` is a regular file (a checkpoint is read with seeks: a FIFO would block)."""
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{flag} {path} is a directory, not a file")
     if not target.exists():
         raise UsageError(f"{flag} {path}: no such file")
+    if not target.is_file():
+        raise UsageError(f"{flag} {path} is not a regular file (a FIFO, socket or device)")
 
 
 def _output_file(flag: str, path: str) -> None:

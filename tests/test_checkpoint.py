@@ -273,6 +273,33 @@ def test_bad_file_gives_one_clear_error_naming_it(tmp_path, good_bytes, case):
     assert str(path) in str(info.value)
 
 
+def test_a_fifo_is_refused_instead_of_read(tmp_path):
+    """Opening a FIFO to read blocks until a writer comes: a watchdog opens and closes it for
+    writing from the fifth second on, so a missing check fails (on the empty reads) instead of
+    hanging the suite."""
+    import threading
+    import time
+
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def unblock_readers() -> None:
+        time.sleep(5)
+        while not done.is_set():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: no reader waits
+                time.sleep(0.01)
+
+    threading.Thread(target=unblock_readers, daemon=True).start()
+    try:
+        with pytest.raises(FileFormatError, match="is not a regular file, so not a checkpoint"):
+            mlp_xp.load_checkpoint(path)
+    finally:
+        done.set()
+
+
 def test_consistent_file_with_a_wrong_shape_is_caught_on_restore(tmp_path, numpy_backend):
     model, optimizer, _ = _trained(numpy_backend)
     path = tmp_path / "transposed.safetensors"

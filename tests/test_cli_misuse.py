@@ -8,6 +8,7 @@ to stderr that contains its message, and (for usage errors) do no work: nothing 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -68,6 +69,7 @@ CASES = [
     ("eval-not-a-checkpoint", f"{EVAL} --load {{data}}/t10k-labels-idx1-ubyte", 2, "not a safetensors file"),
     ("eval-missing-checkpoint", f"{EVAL} --load {{tmp}}/none.ckpt", 2, "--load {tmp}/none.ckpt: no such file"),
     ("eval-load-dir", f"{EVAL} --load {{tmp}}", 2, "is a directory, not a file"),
+    ("eval-load-fifo", f"{EVAL} --load {{fifo}}", 2, "--load {fifo} is not a regular file (a FIFO, socket or device)"),
     ("eval-model-config-keys", f"{EVAL} --load {{keys}}", 2,
      "{keys}: its model_config lacks out_features; has unknown outputs; the file was not written by `mlp-xp train`"),
     ("predict-model-config-types", f"{PREDICT} --load {{types}}", 2,
@@ -104,7 +106,7 @@ CASES = [
 def places(tmp_path_factory) -> dict[str, str]:
     """A tiny 28x28 IDX dataset (360 train / 60 test, 3 classes), a 4x4 one, a 28x28 one of 4
     classes, a 1-epoch checkpoint of the first, a truncated copy of it, checkpoints whose
-    model_config has wrong keys, types or names, and an empty scratch directory."""
+    model_config has wrong keys, types or names, a FIFO and an empty scratch directory."""
     root = tmp_path_factory.mktemp("misuse")
     paths = {"data": root / "data", "small": root / "small", "four": root / "four", "tmp": root / "tmp"}
     for name, side, classes in (("data", 28, 3), ("small", 4, 3), ("four", 28, 4)):
@@ -127,6 +129,8 @@ def places(tmp_path_factory) -> dict[str, str]:
            "names": {**good, "activation": "swish"}}
     for name, model_config in odd.items():
         paths[name] = mlp_xp.save_checkpoint(root / f"{name}.ckpt", model, epoch=1, model_config=model_config)
+    os.mkfifo(root / "pipe")
+    paths["fifo"] = root / "pipe"
     return {**{k: str(v) for k, v in paths.items()}, "ckpt": str(ckpt), "truncated": str(truncated)}
 
 
@@ -188,7 +192,7 @@ def test_predict_grid_is_capped(places, capsys, tmp_path, monkeypatch):
 
 README_PLACES = {
     "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt",
-    "keys": "keys.ckpt", "types": "types.ckpt", "names": "names.ckpt",
+    "keys": "keys.ckpt", "types": "types.ckpt", "names": "names.ckpt", "fifo": "PIPE",
 }
 """How the README table writes the places of ``places``."""
 

@@ -284,7 +284,7 @@ def _accuracy(correct: float | None, samples: int, loss: Loss, model: Sequential
 def _eager_epoch(model, loss, optimizer, loader) -> Iterator[tuple[Array, Array | None, int]]:
     """``(loss, correct, batch size)`` of each step of one epoch, run eagerly (this process's
     part of each batch in a data-parallel run)."""
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(loader, start=loader.skip):  # a resumed epoch starts ``skip`` steps in
         share = x.shape[0] / loader.global_batch_size(step)
         value, count = train_step(model, loss, optimizer, x, y, loader.comm, share)
         yield value, count, x.shape[0]

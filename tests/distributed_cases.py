@@ -8,7 +8,8 @@ the communicator's collectives on every available backend (in place on host memo
 through the host for JAX) and writes what they returned to ``OUT_DIR/collectives.npz``.
 
 Ranks other than 0 initialise from another seed (except with dropout, whose seeds come from
-the initialisation): ``fit`` must start every rank from rank 0's weights.
+the initialisation): ``fit`` must start every rank from rank 0's weights. A case with a step
+number is stopped there (as by Ctrl-C) and resumed from its progress.
 
 The data set has 229 samples and the global batch is 64: 3 full batches and a last one of 37,
 split 18 / 19 across two processes (an uneven last batch in every epoch).
@@ -27,16 +28,17 @@ from mlp_xp.distributed import Communicator, per_rank_dropout, synchronise_batch
 SAMPLES, FEATURES, CLASSES, BATCH, EPOCHS = 229, 12, 3, 64, 2  # 8 steps
 
 CASES = {
-    # name: (backend, dtype, optimizer, batchnorm, sync_batchnorm, dropout)
-    "sgd_momentum_float64": ("numpy", "float64", "sgd", False, False, 0.0),
-    "sgd_momentum_float32": ("numpy", "float32", "sgd", False, False, 0.0),
-    "adam_float64": ("numpy", "float64", "adam", False, False, 0.0),
-    "adam_float32": ("numpy", "float32", "adam", False, False, 0.0),
-    "sync_batchnorm_float64": ("numpy", "float64", "sgd", True, True, 0.0),
-    "rank_batchnorm_float64": ("numpy", "float64", "sgd", True, False, 0.0),
-    "torch_sgd_float64": ("torch", "float64", "sgd", False, False, 0.0),
-    "cupy_sgd_float64": ("cuda", "float64", "sgd", True, True, 0.0),  # GPU machines: staged through the host
-    "dropout_float64": ("numpy", "float64", "sgd", False, False, 0.3),
+    # name: (backend, dtype, optimizer, batchnorm, sync_batchnorm, dropout, Ctrl-C before step)
+    "sgd_momentum_float64": ("numpy", "float64", "sgd", False, False, 0.0, None),
+    "sgd_momentum_float32": ("numpy", "float32", "sgd", False, False, 0.0, None),
+    "adam_float64": ("numpy", "float64", "adam", False, False, 0.0, None),
+    "adam_float32": ("numpy", "float32", "adam", False, False, 0.0, None),
+    "adam_resumed_float64": ("numpy", "float64", "adam", False, False, 0.0, 6),  # stopped before epoch 2's 3rd step
+    "sync_batchnorm_float64": ("numpy", "float64", "sgd", True, True, 0.0, None),
+    "rank_batchnorm_float64": ("numpy", "float64", "sgd", True, False, 0.0, None),
+    "torch_sgd_float64": ("torch", "float64", "sgd", False, False, 0.0, None),
+    "cupy_sgd_float64": ("cuda", "float64", "sgd", True, True, 0.0, None),  # GPU machines: staged through the host
+    "dropout_float64": ("numpy", "float64", "sgd", False, False, 0.3, None),
 }
 
 
@@ -81,7 +83,7 @@ def collectives(comm: Communicator, spec: str) -> dict[str, np.ndarray]:
 
 def train_case(name: str, comm: Communicator) -> dict[str, np.ndarray]:
     """Train case ``name`` with ``comm``; the final flat parameters and per-epoch metrics."""
-    spec, dtype, which, batchnorm, sync, dropout = CASES[name]
+    spec, dtype, which, batchnorm, sync, dropout, interrupt = CASES[name]
     backend = mlp_xp.get_backend(spec)
     model = mlp_xp.make_mlp(FEATURES, [16, 8], CLASSES, batchnorm=batchnorm, dropout=dropout, init="xavier")
     model.init(backend, seed=3 + (0 if dropout else 100 * comm.rank), dtype=dtype)
@@ -95,7 +97,10 @@ def train_case(name: str, comm: Communicator) -> dict[str, np.ndarray]:
     x, y = data()
     loader = mlp_xp.DeviceLoader(x, y, backend, batch_size=BATCH, seed=5, dtype=dtype, comm=comm)
     loss = mlp_xp.SoftmaxCrossEntropy(check_labels=False)
-    history = mlp_xp.fit(model, loss, optimizer, loader, epochs=EPOCHS, progress=False, log=None)
+    if interrupt is None:
+        history = mlp_xp.fit(model, loss, optimizer, loader, epochs=EPOCHS, progress=False, log=None)
+    else:
+        history = _interrupted_and_resumed(model, loss, optimizer, loader, interrupt)
     seeds = [layer.rng.seed for layer in model.layers if getattr(layer, "rng", None) is not None]
     return {
         "params": backend.to_numpy(model.flat.data).astype(np.float64),
@@ -103,6 +108,28 @@ def train_case(name: str, comm: Communicator) -> dict[str, np.ndarray]:
         "train_acc": np.asarray(history["train_acc"]),
         "dropout_seeds": np.asarray(seeds, dtype=np.int64),
     }
+
+
+def _interrupted_and_resumed(model, loss, optimizer, loader, before_step: int) -> mlp_xp.History:
+    """``fit`` stopped as by a Ctrl-C on every process before global step ``before_step``
+    (1-based, counted over the epochs), then resumed from its ``History.progress``; the
+    resumed call's history (the epochs it completed)."""
+    comm, asked = loader.comm, []
+
+    def any_at_the_step(flag: bool) -> bool:  # fit asks once per step whether to stop
+        asked.append(flag)
+        return len(asked) == before_step
+
+    comm.any = any_at_the_step
+    try:
+        stopped = mlp_xp.fit(model, loss, optimizer, loader, epochs=EPOCHS, progress=False, log=None)
+    finally:
+        del comm.any
+    assert stopped.interrupted, stopped
+    point = mlp_xp.resume_point(stopped.progress, comm)
+    return mlp_xp.fit(
+        model, loss, optimizer, loader, epochs=EPOCHS, start_epoch=point.epoch, resume=point, progress=False, log=None
+    )
 
 
 def main(out: Path) -> None:

@@ -125,6 +125,14 @@ def test_two_processes_train_like_one_with_the_global_batch(name, two_process_re
     np.testing.assert_allclose(two["train_acc"], one["train_acc"], rtol=1e-12)
 
 
+def test_a_run_stopped_and_resumed_inside_an_epoch_equals_the_run_never_stopped():
+    """One process (the reference of the two-process case above): stopped before the third
+    step of the second epoch, whose last batch is the short one, and resumed."""
+    resumed, straight = train_case("adam_resumed_float64", Communicator()), train_case("adam_float64", Communicator())
+    np.testing.assert_array_equal(resumed["params"], straight["params"])
+    np.testing.assert_array_equal(resumed["train_loss"], straight["train_loss"][-1:])
+
+
 @pytest.mark.subprocess
 def test_batchnorm_uses_each_process_statistics_unless_synchronised(two_process_results):
     two, one = _case_results("rank_batchnorm_float64", two_process_results)

@@ -288,7 +288,8 @@ def rank_backend(spec: str, comm: Communicator) -> Backend:
 
 def broadcast_state(comm: Communicator, model: Any, optimizer: Any = None) -> None:
     """Make rank 0's parameters (one flat buffer), buffers (BatchNorm running statistics) and
-    optimizer state the state of every rank. Called by ``fit`` when it starts."""
+    optimizer state (its arrays and step count) the state of every rank. Called by ``fit``
+    when it starts."""
     if comm.size == 1:
         return
     backend = model.backend
@@ -299,6 +300,7 @@ def broadcast_state(comm: Communicator, model: Any, optimizer: Any = None) -> No
     if optimizer is not None:
         optimizer.prepare()
         optimizer.state = {name: comm.broadcast(value, backend) for name, value in optimizer.state.items()}
+        optimizer.steps = int(comm.sum_floats([float(optimizer.steps) if comm.is_root else 0.0])[0])
 
 
 def broadcast_buffers(comm: Communicator, model: Any) -> None:

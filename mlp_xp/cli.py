@@ -410,10 +410,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         scale=data.scale,
         comm=comm,
     )
-    test_loader = _held_out_loader(data.x_test, data.y_test, backend, args.dtype, data, batch_size=1000, comm=comm)
+    test_loader = _held_out_loader(data.x_test, data.y_test, backend, args.dtype, data, comm=comm)
     val_loader = test_loader
     if args.val_split:
-        val_loader = _held_out_loader(x_val, y_val, backend, args.dtype, data, batch_size=1000, comm=comm)
+        val_loader = _held_out_loader(x_val, y_val, backend, args.dtype, data, comm=comm)
     processes = f"; {comm.size} processes, global batch {args.batch_size}" if comm.size > 1 else ""
     log(
         f"{data.name}: {len(x_train)} train / {val_loader.n} {'val' if args.val_split else 'test'} samples "
@@ -472,9 +472,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _held_out_loader(
-    x, y, backend: Backend, dtype: str, data, batch_size: int, comm: Communicator | None = None
+    x, y, backend: Backend, dtype: str, data, batch_size: int = 1000, comm: Communicator | None = None
 ) -> DeviceLoader:
-    """An unshuffled loader for evaluation on ``backend`` (shared out across ``comm``'s processes)."""
+    """An unshuffled loader for evaluation on ``backend``, in batches of at most ``batch_size``,
+    shared out across ``comm``'s processes (see ``_shared_batch_size``)."""
+    batch_size, comm = _shared_batch_size(x.shape[0], batch_size, comm)
     return DeviceLoader(
         x,
         y,
@@ -486,6 +488,18 @@ def _held_out_loader(
         scale=data.scale,
         comm=comm,
     )
+
+
+def _shared_batch_size(n: int, most: int, comm: Communicator | None) -> tuple[int, Communicator | None]:
+    """(batch size, communicator) for evaluating ``n`` samples across ``comm``'s processes: the
+    largest batch size up to ``most`` that gives every process a part of every batch (the
+    loader's rule); where there is none (fewer samples than processes), every process
+    evaluates the whole set on its own (no communicator)."""
+    size = 1 if comm is None else comm.size
+    for batch_size in range(min(most, n), size - 1, -1):
+        if n % batch_size == 0 or n % batch_size >= size:
+            return batch_size, comm
+    return min(most, n), None
 
 
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> None:

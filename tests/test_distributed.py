@@ -164,8 +164,10 @@ def test_collectives_in_place_and_staged_through_the_host(spec, two_process_resu
 
 @pytest.mark.subprocess
 def test_cli_train_on_two_processes_matches_one(mpiexec, tmp_path, capsys):
-    """Same per-epoch metrics as one process (float64); rank 0 alone prints and writes files."""
-    args = [*SMALL_RUN, "--dtype", "float64", "--batch-size", "100", "--epochs", "2", "--optimizer", "sgd"]
+    """Same per-epoch metrics as one process (float64); rank 0 alone prints and writes files.
+    The test set has 1001 samples: batches of 1000 would leave one for two processes."""
+    args = [*SMALL_RUN, "--synthetic-size", "6006", "--dtype", "float64", "--batch-size", "100", "--epochs", "2"]
+    args += ["--optimizer", "sgd"]
     args += ["--momentum", "0.9", "--lr", "0.01", "--batchnorm", "--sync-batchnorm"]
     code, out, err = _cli(mpiexec, "train", *args, "--metrics-json", "two.json", "--save", "two.npz", cwd=tmp_path)
     assert code == 0, out + err
@@ -180,6 +182,19 @@ def test_cli_train_on_two_processes_matches_one(mpiexec, tmp_path, capsys):
         assert b["train_acc"] == pytest.approx(a["train_acc"], abs=1e-12)
         assert b["test_acc"] == a["test_acc"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json", "two.npz"]
+
+
+@pytest.mark.parametrize(
+    "n, size, expected",
+    [(10000, 2, 1000), (1001, 2, 999), (1001, 1, 1000), (3001, 3, 999), (3003, 3, 1000), (2, 2, 2), (1, 2, 1)],
+)
+def test_held_out_batches_give_every_process_a_part_or_go_unshared(n, size, expected):
+    from mlp_xp.cli import _shared_batch_size
+
+    comm = _Rank(0, size)
+    batch_size, shared = _shared_batch_size(n, 1000, comm)
+    assert batch_size == expected and (shared is comm) == (n >= size)
+    assert n % batch_size == 0 or n % batch_size >= size or shared is None
 
 
 @pytest.mark.subprocess

@@ -156,6 +156,19 @@ def test_write_idx_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["a"]
 
 
+def test_write_idx_writes_through_a_symlink_and_keeps_the_mode(tmp_path):
+    target = tmp_path / "target"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    array = np.arange(3, dtype=np.uint8)
+    assert write_idx(link, array) == link
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    np.testing.assert_array_equal(read_idx(target), array)
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
 # -- IDX datasets: tiny stand-ins for the real files ---------------------------------------------
 
 N_TRAIN, N_TEST = 12, 6
@@ -276,6 +289,85 @@ def test_a_directory_of_mnist_is_refused_for_fashion_mnist(isolated, tmp_path):
     assert load_dataset("mnist", directory).source == str(directory)
     with pytest.raises(DatasetIntegrityError, match="train-images-idx3-ubyte.gz: the sha256 of its decompressed"):
         load_dataset("fashion-mnist", directory)
+
+
+def test_a_directory_of_mnist_archives_is_refused_for_fashion_mnist(isolated, tmp_path, monkeypatch):
+    """MNIST's decompressed hashes are not recorded: its published archive MD5s tell it apart."""
+    directory = write_tiny(tmp_path / "digits", name="mnist")
+    md5 = {base: hashlib.md5((directory / f"{base}.gz").read_bytes()).hexdigest() for base in FILES}
+    sources = datasets_module.SOURCES
+    monkeypatch.setitem(sources, "mnist", dataclasses.replace(sources["mnist"], md5=md5))
+    assert load_dataset("mnist", directory).source == str(directory)
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("fashion-mnist", directory)
+    message = str(info.value)
+    assert f"{directory}/train-images-idx3-ubyte.gz is mnist's train-images-idx3-ubyte, not fashion-mnist's" in message
+    assert f"{directory} holds mnist" in message and "--dataset mnist" in message
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+@pytest.mark.parametrize(("load", "remedy"), [(lambda d: load_dataset("fashion-mnist", d), "replace or delete it"),
+                                             (load_idx_dir, "replace it")], ids=["load_dataset", "load_idx_dir"])
+def test_an_unreadable_file_is_an_integrity_error(isolated, tmp_path, load, remedy):
+    directory = write_tiny(tmp_path / "mine")
+    path = directory / "t10k-labels-idx1-ubyte.gz"
+    _truncate(path)
+    with pytest.raises(DatasetIntegrityError, match="corrupt or truncated gzip stream") as info:
+        load(directory)
+    assert str(path) in str(info.value) and str(info.value).endswith(remedy)
+
+
+def _serve(mirror, calls):
+    """A ``pooch.retrieve`` that copies the archive from ``mirror`` and records each file name."""
+    def retrieve(url, known_hash, fname, path, downloader, **kwargs):
+        calls.append(fname)
+        (path / fname).write_bytes((mirror / fname).read_bytes())
+        return str(path / fname)
+
+    return retrieve
+
+
+def test_a_corrupt_cached_archive_is_downloaded_again(isolated, tmp_path, monkeypatch):
+    mirror = write_tiny(tmp_path / "mirror")
+    cache = write_tiny(isolated["cache"] / "fashion-mnist")
+    _truncate(cache / "t10k-labels-idx1-ubyte.gz")
+    calls = []
+    monkeypatch.setattr(pooch, "retrieve", _serve(mirror, calls))
+    assert load_dataset("fashion-mnist").source == str(cache)
+    assert calls == ["t10k-labels-idx1-ubyte.gz"]
+    assert load_dataset("fashion-mnist").source == str(cache) and len(calls) == 1
+
+
+def test_a_corrupt_cached_archive_names_the_remedy_without_download(isolated, monkeypatch):
+    cache = write_tiny(isolated["cache"] / "fashion-mnist")
+    path = cache / "train-images-idx3-ubyte.gz"
+    _truncate(path)
+    remedy = f"it is in mlp_xp's download cache: delete {path} to have it downloaded again"
+    with pytest.raises(DatasetIntegrityError, match="corrupt or truncated gzip stream") as info:
+        load_dataset("fashion-mnist", download=False)
+    assert str(info.value).endswith(remedy)
+
+    def offline(*args, **kwargs):
+        raise requests.ConnectionError("no route to host")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("fashion-mnist")
+    assert f"{remedy}. Downloading it again failed: ConnectionError: no route to host" in str(info.value)
+
+
+def test_a_cached_archive_with_its_published_md5_is_not_downloaded_again(isolated, monkeypatch):
+    cache = write_tiny(isolated["cache"] / "fashion-mnist")
+    path = cache / "train-labels-idx1-ubyte.gz"
+    _truncate(path)
+    sources = datasets_module.SOURCES
+    md5 = sources["fashion-mnist"].md5 | {"train-labels-idx1-ubyte": hashlib.md5(path.read_bytes()).hexdigest()}
+    monkeypatch.setitem(sources, "fashion-mnist", dataclasses.replace(sources["fashion-mnist"], md5=md5))
+    with pytest.raises(DatasetIntegrityError, match=f"{path}: corrupt or truncated gzip stream"):
+        load_dataset("fashion-mnist")
 
 
 def test_data_dirs_may_start_with_a_tilde(isolated, tmp_path, monkeypatch):

@@ -18,7 +18,10 @@ Files found on disk are checked for what can be checked: the sha256 of the decom
 for Fashion-MNIST (Debian recompressed the archives, so archive hashes would not match), the
 dtype and shape of every file for both datasets. MNIST's decompressed hashes are not recorded,
 so its files are told from Fashion-MNIST's (which have MNIST's names, dtypes and shapes) by
-refusing Fashion-MNIST's hashes.
+refusing Fashion-MNIST's hashes, and Fashion-MNIST's from MNIST's by refusing MNIST's archive MD5s.
+A file that cannot be read is a ``DatasetIntegrityError`` saying what to do; a bad archive in the
+download cache whose MD5 is not the published one is downloaded again (not with ``data_dir`` or
+``download=False``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import pooch
 
 from ..errors import FileFormatError
-from .idx import parse_idx, read_idx, read_idx_bytes
+from .idx import parse_idx, read_idx_bytes
 
 __all__ = [
     "DATASETS",
@@ -73,7 +76,7 @@ class _Source:
 
     url: str
     md5: dict[str, str]
-    """Published MD5 of each ``<file>.gz`` archive on ``url``."""
+    """Published MD5 of each ``<file>.gz`` archive on ``url``; with no ``sha256``, what tells the files apart."""
     sha256: dict[str, str] | None
     """sha256 of each decompressed file; None: check dtype and shape, and refuse other datasets' hashes."""
     class_names: tuple[str, ...]
@@ -208,10 +211,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
     ``cache_dir(name)``. Every file is verified: Fashion-MNIST by the sha256 of its decompressed
     content, MNIST (whose decompressed hashes are not recorded here) by its dtype and shape and by
     not being Fashion-MNIST's file (a directory of one dataset is refused for the other);
-    a fresh download is also checked against the archive MD5s the mirror publishes.
+    a fresh download is also checked against the archive MD5s the mirror publishes. An archive
+    in the download cache that fails these checks and lacks its published MD5 is downloaded again,
+    unless ``data_dir`` is given or ``download`` is False.
 
     Raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) naming the places searched and the
-    remedies, and ``DatasetIntegrityError`` (a ``ValueError``) for a corrupt or foreign file.
+    remedies, and ``DatasetIntegrityError`` (a ``ValueError``) for a corrupt or foreign file,
+    naming it and what to do.
     """
     source = _source(name)
     directory = find_files(name, data_dir)
@@ -220,7 +226,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
             reason = "Only data_dir is searched when given" if data_dir is not None else "download=False"
             raise DatasetNotFoundError(_not_found_message(name, data_dir, reason))
         directory = _download(name, source, data_dir)
-    arrays = [_read_checked(directory, base, name, source) for base in FILES]
+    may_fetch = download and data_dir is None
+    arrays = [_read_or_refetch(directory, base, name, source, may_fetch) for base in FILES]
     x_train, y_train, x_test, y_test = (a.reshape(len(a), -1) if a.ndim > 1 else a for a in arrays)
     return Dataset(x_train, y_train, x_test, y_test, list(source.class_names), name, str(directory))
 
@@ -237,7 +244,7 @@ def load_idx_dir(directory: str | os.PathLike, class_names: list[str] | None = N
     if missing:
         raise DatasetNotFoundError(f"{directory} lacks {', '.join(missing)} (raw or .gz)")
     paths = [_path(directory, base) for base in FILES]
-    x_train, y_train, x_test, y_test = (read_idx(path) for path in paths)
+    x_train, y_train, x_test, y_test = (parse_idx(_read_bytes(path, "replace it"), str(path)) for path in paths)
     _check_idx_set(paths, x_train, y_train, x_test, y_test)
     if class_names is None:
         class_names = [str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1)]
@@ -287,20 +294,24 @@ def _missing(directory: Path) -> list[str]:
     return [base for base in FILES if _path(directory, base) is None]
 
 
+def _read_or_refetch(directory: Path, base: str, name: str, source: _Source, may_fetch: bool) -> np.ndarray:
+    """``_read_checked``, but when ``may_fetch``, a bad ``base.gz`` in the download cache whose MD5 is
+    not the published one is downloaded again and read once more."""
+    try:
+        return _read_checked(directory, base, name, source)
+    except DatasetIntegrityError as exc:
+        path = _path(directory, base)
+        if not (may_fetch and path == cache_dir(name) / f"{base}.gz" and _md5(path) != source.md5[base]):
+            raise
+        _refetch(name, source, base, exc)
+    return _read_checked(directory, base, name, source)
+
+
 def _read_checked(directory: Path, base: str, name: str, source: _Source) -> np.ndarray:
     """The array in ``directory``'s file ``base``, verified against ``source``."""
     path = _path(directory, base)
-    data = read_idx_bytes(path)
-    actual = hashlib.sha256(data).hexdigest()
-    other = next((n for n, s in SOURCES.items() if n != name and s.sha256 and s.sha256[base] == actual), None)
-    if other is not None:
-        raise DatasetIntegrityError(
-            f"{path} is {other}'s {base}, not {name}'s: {directory} holds {other}. Put {name} in a directory of "
-            f"its own and pass it as --data-dir (data_dir= in Python) or {DATA_ENV}, or use --dataset {other}")
-    if source.sha256 is not None and actual != source.sha256[base]:
-        raise DatasetIntegrityError(
-            f"{path}: the sha256 of its decompressed content is {actual}, expected {source.sha256[base]} for "
-            f"{name}'s {base}; the file is corrupt or not the official one: replace or delete it")
+    data = _read_bytes(path, _remedy(path, name))
+    _check_identity(path, data, base, name, source)
     array = parse_idx(data, str(path))
     n = source.n_train if base.startswith("train") else source.n_test
     shape = (n, *source.image_shape) if "images" in base else (n,)
@@ -310,21 +321,81 @@ def _read_checked(directory: Path, base: str, name: str, source: _Source) -> np.
     return array
 
 
+def _read_bytes(path: Path, remedy: str) -> bytes:
+    """``read_idx_bytes(path)``; what it cannot read is a ``DatasetIntegrityError`` ending in ``remedy``."""
+    try:
+        return read_idx_bytes(path)
+    except FileFormatError as exc:
+        raise DatasetIntegrityError(f"{exc}; {remedy}") from exc
+
+
+def _remedy(path: Path, name: str) -> str:
+    """What to do with ``name``'s bad file ``path``: in the download cache, delete it to download it again."""
+    if path.parent == cache_dir(name):
+        return f"it is in mlp_xp's download cache: delete {path} to have it downloaded again"
+    return "replace or delete it"
+
+
+def _check_identity(path: Path, data: bytes, base: str, name: str, source: _Source) -> None:
+    """Raise ``DatasetIntegrityError`` if ``path`` (IDX content ``data``) is another dataset's
+    ``base`` or fails ``source``'s sha256."""
+    digest = hashlib.sha256(data).hexdigest()
+    if source.sha256 is not None and digest == source.sha256[base]:
+        return
+    other = next((n for n, s in SOURCES.items() if n != name and _is_official(path, digest, base, s)), None)
+    if other is not None:
+        raise DatasetIntegrityError(
+            f"{path} is {other}'s {base}, not {name}'s: {path.parent} holds {other}. Put {name} in a directory of "
+            f"its own and pass it as --data-dir (data_dir= in Python) or {DATA_ENV}, or use --dataset {other}")
+    if source.sha256 is not None:
+        raise DatasetIntegrityError(
+            f"{path}: the sha256 of its decompressed content is {digest}, expected {source.sha256[base]} for "
+            f"{name}'s {base}; the file is corrupt or not the official one: {_remedy(path, name)}")
+
+
+def _is_official(path: Path, digest: str, base: str, source: _Source) -> bool:
+    """Whether ``path``, whose decompressed content has sha256 ``digest``, is ``source``'s ``base``:
+    by that sha256 where ``source`` records it, else by the MD5 of the published archive."""
+    if source.sha256 is not None:
+        return digest == source.sha256[base]
+    return _md5(path) == source.md5[base]
+
+
+def _md5(path: Path) -> str:
+    """The MD5 of the file ``path``, as the mirrors publish for their archives."""
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
 def _download(name: str, source: _Source, data_dir: str | os.PathLike | None) -> Path:
     """Fetch the four archives into ``cache_dir(name)``; errors become dataset errors."""
-    target = cache_dir(name)
-    downloader = pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT, progressbar=False)
     for base in FILES:
-        url = f"{source.url}{base}.gz"
-        try:
-            pooch.retrieve(url, known_hash=f"md5:{source.md5[base]}", fname=f"{base}.gz", path=target,
-                           downloader=downloader)
-        except ValueError as exc:
-            raise DatasetIntegrityError(f"{name}: the download of {url} failed verification: {exc}") from exc
-        except OSError as exc:
-            reason = f"Downloading {url} into {target} failed: {type(exc).__name__}: {exc}"
-            raise DatasetNotFoundError(_not_found_message(name, data_dir, reason)) from exc
-    return target
+        _fetch(name, source, base, data_dir)
+    return cache_dir(name)
+
+
+def _refetch(name: str, source: _Source, base: str, error: DatasetIntegrityError) -> None:
+    """Download ``base``'s archive into the cache again, after ``error`` reading the cached one."""
+    try:
+        _fetch(name, source, base, None)
+    except DatasetNotFoundError as exc:
+        cause = exc.__cause__
+        raise DatasetIntegrityError(f"{error}. Downloading it again failed: {type(cause).__name__}: {cause}") from exc
+
+
+def _fetch(name: str, source: _Source, base: str, data_dir: str | os.PathLike | None) -> None:
+    """Fetch ``base``'s archive into ``cache_dir(name)``, unless it is there with its published MD5;
+    errors become dataset errors."""
+    target = cache_dir(name)
+    url = f"{source.url}{base}.gz"
+    downloader = pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT, progressbar=False)
+    try:
+        pooch.retrieve(url, known_hash=f"md5:{source.md5[base]}", fname=f"{base}.gz", path=target,
+                       downloader=downloader)
+    except ValueError as exc:
+        raise DatasetIntegrityError(f"{name}: the download of {url} failed verification: {exc}") from exc
+    except OSError as exc:
+        reason = f"Downloading {url} into {target} failed: {type(exc).__name__}: {exc}"
+        raise DatasetNotFoundError(_not_found_message(name, data_dir, reason)) from exc
 
 
 def _not_found_message(name: str, data_dir: str | os.PathLike | None, reason: str) -> str:

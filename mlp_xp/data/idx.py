@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip as gz
 import math
 import os
-import secrets
 import struct
 import zlib
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import FileFormatError
+from ..files import write_atomically
 
 __all__ = ["IDX_DTYPES", "MAX_BYTES", "read_idx", "read_idx_bytes", "parse_idx", "write_idx"]
 
@@ -92,10 +92,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = False)
     """Write ``array`` to ``path`` as IDX, gzip-compressed if ``gzip``; return the path.
 
     Supported dtypes: uint8, int8, int16, int32, float32, float64; at most 255 dimensions, each
-    below 2**32. The file appears atomically: the content goes to a temporary file in the same
-    directory, which then replaces ``path``. Compressed output is reproducible (mtime 0).
+    below 2**32. The file appears atomically, through ``mlp_xp.files.write_atomically`` (a symbolic
+    link is written through, permissions are kept). Compressed output is reproducible (mtime 0).
     """
-    path = Path(path)
     array = np.asarray(array)
     code = _CODES.get(array.dtype.newbyteorder("="))
     if code is None:
@@ -107,22 +106,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = False)
                + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes())
     if gzip:
         content = gz.compress(content, mtime=0)
-    _write_atomic(path, content)
-    return path
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to a new temporary file beside ``path``, then rename it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return write_atomically(path, content)
 
 
 def _parse_magic(magic: bytes, source: str) -> tuple[np.dtype, int]:

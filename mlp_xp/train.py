@@ -32,6 +32,7 @@ from .arrays import Array
 from .compiled import CompiledSteps
 from .data.loader import DeviceLoader
 from .distributed import Communicator, broadcast_buffers, broadcast_state
+from .layers import BatchNorm
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
@@ -206,6 +207,7 @@ def fit(
         raise ValueError("compiled training does not run data-parallel yet: drop compile=True (--compile) under MPI.")
     if resume is not None and resume.epoch != start_epoch:
         raise ValueError(f"resume holds the progress of epoch {resume.epoch}, but start_epoch is {start_epoch}.")
+    _check_batch_statistics(model, train_loader)
     runner = CompiledSteps.reuse(model, loss, optimizer, train_loader) if compile else None
     broadcast_state(comm, model, optimizer)
     history = History()
@@ -445,6 +447,25 @@ class _InterruptFlag:
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_batch_statistics(model: Sequential, loader: DeviceLoader) -> None:
+    """Refuse before training what a BatchNorm layer would refuse at the end of the first
+    epoch: a batch of one sample (this process's part of the smallest batch, or that whole
+    batch where the layer synchronises its statistics across processes)."""
+    smallest, size = loader.smallest_batch_size, loader.comm.size
+    per_row = math.prod(loader.x.shape[1:-1])  # the extra batch dimensions of (N, ..., F) inputs
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm) and (smallest if layer.sync else smallest // size) * per_row < 2:
+            where = f"the last batch of each epoch holds {smallest} of {loader.num_samples} samples"
+            remedy = "choose another batch size (--batch-size), or leave that batch out (DeviceLoader(drop_last=True))"
+            if size > 1 and not layer.sync:
+                where += f", split across {size} processes"
+                remedy += ", or synchronise the statistics across processes (--sync-batchnorm)"
+            raise ValueError(
+                f"layer {layer.name!r} needs two samples of every batch for its batch statistics, but {where}: "
+                f"{remedy}."
+            )
 
 
 def _check_divergence(history: History, loss: Loss, model: Sequential) -> None:

@@ -23,7 +23,8 @@ from distributed_cases import CASES, COLLECTIVE_BACKENDS, train_case
 
 import mlp_xp
 from mlp_xp.cli import main
-from mlp_xp.distributed import Communicator, DistributedUnavailableError, rank_device, world
+from mlp_xp.distributed import Communicator, DistributedUnavailableError, rank_device, synchronise_batchnorm, world
+from mlp_xp.train import _check_batch_statistics
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -182,6 +183,29 @@ def test_cli_train_on_two_processes_matches_one(mpiexec, tmp_path, capsys):
         assert b["train_acc"] == pytest.approx(a["train_acc"], abs=1e-12)
         assert b["test_acc"] == a["test_acc"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json", "two.npz"]
+
+
+@pytest.mark.parametrize(
+    "n, batch, size, sync, refused",
+    [(129, 64, 1, False, True), (130, 64, 1, False, False), (131, 64, 2, False, True), (131, 64, 2, True, False),
+     (132, 64, 2, False, False)],
+)  # fmt: skip
+def test_batchnorm_with_a_one_sample_batch_is_refused_before_training(numpy_backend, n, batch, size, sync, refused):
+    """A last batch of 1 (one process), or of 3 split 1 / 2 (two, unless synchronised), is
+    refused when fit starts, not at the end of the first epoch."""
+    model = mlp_xp.make_mlp(3, [4], 2, batchnorm=True).init(numpy_backend)
+    comm = _Rank(0, size)
+    if sync:
+        synchronise_batchnorm(model, comm)
+    x, y = np.ones((n, 3), dtype=np.float32), np.zeros(n, dtype=np.int64)
+    loader = mlp_xp.DeviceLoader(x, y, numpy_backend, batch_size=batch, comm=comm)
+    before = numpy_backend.to_numpy(model.flat.data).copy()
+    if refused:
+        with pytest.raises(ValueError, match=f"needs two samples of every batch .* holds {n % batch} of {n} samples"):
+            mlp_xp.fit(model, mlp_xp.SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=1, progress=False)
+        np.testing.assert_array_equal(numpy_backend.to_numpy(model.flat.data), before)  # nothing trained
+    else:  # fit would go on (rank 0 of a stand-in world: its synchronised statistics would not be)
+        _check_batch_statistics(model, loader)
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ class DeviceLoader:
         if drop_last and self.n < batch_size:
             raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch of {self.n} samples.")
         self.comm = comm if comm is not None else Communicator()
-        smallest = min(batch_size, self.num_samples - (len(self) - 1) * batch_size)
+        smallest = self.smallest_batch_size
         if smallest < self.comm.size:
             raise ValueError(
                 f"a batch of {smallest} samples (batch size {batch_size}, {self.num_samples} samples) cannot be "
@@ -102,6 +102,11 @@ class DeviceLoader:
     def local_samples(self) -> int:
         """Samples this process yields per epoch (``num_samples`` with one process)."""
         return sum(stop - start for start, stop in map(self._shard, range(0, self.num_samples, self.batch_size)))
+
+    @property
+    def smallest_batch_size(self) -> int:
+        """Samples of an epoch's smallest (its last) batch, over all processes."""
+        return min(self.batch_size, self.num_samples - (len(self) - 1) * self.batch_size)
 
     def global_batch_size(self, step: int) -> int:
         """Samples of the 0-based ``step``'s batch over all processes."""

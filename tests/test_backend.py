@@ -247,6 +247,18 @@ def _dtypes(backend):
     return ("float32", "float64") if supports_float64(backend) else ("float32",)
 
 
+def test_any_numpy_view_uploads_and_loads(backend):
+    """Reversed and strided views (negative strides, which torch cannot wrap) upload as their values."""
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    views = {"reversed": x[:, ::-1], "flipped": x[::-1], "strided": x[::2, 1::2]}
+    for name, view in views.items():
+        np.testing.assert_array_equal(backend.to_numpy(backend.asarray(view)), view, err_msg=name)
+    loader = mlp_xp.DeviceLoader(x[:, ::-1], np.arange(6)[::-1], backend, batch_size=4, shuffle=False)
+    xb, yb = next(iter(loader))
+    np.testing.assert_array_equal(backend.to_numpy(xb), x[:4, ::-1])
+    np.testing.assert_array_equal(backend.to_numpy(yb), [5, 4, 3, 2])
+
+
 def test_random_same_seed_same_arrays(backend):
     for dtype in _dtypes(backend):
         a, b, c = backend.random(7), backend.random(7), backend.random(8)

@@ -58,6 +58,15 @@ class TorchRandom(DeviceRandom):
 class TorchBackend(Backend):
     name = module = "torch"
 
+    def asarray(self, host: Any, dtype: Any = None) -> Any:
+        """As ``Backend.asarray``; a NumPy view with negative strides (``x[:, ::-1]``), which
+        torch cannot wrap, is copied first."""
+        import numpy as np
+
+        if isinstance(host, np.ndarray) and any(stride < 0 for stride in host.strides):
+            host = np.ascontiguousarray(host)
+        return super().asarray(host, dtype)
+
     def to_numpy(self, x: Any):
         return x.detach().cpu().numpy().copy()
 

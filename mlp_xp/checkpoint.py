@@ -19,6 +19,7 @@ fault. Format-1 checkpoints (``.npz`` with a JSON ``meta`` entry) still load, re
 from __future__ import annotations
 
 import json
+import lzma
 import math
 import os
 import stat
@@ -69,6 +70,20 @@ _PROGRESS_FIELDS = {
 }
 """The entries of one process's progress in ``progress`` (``train.EpochProgress``) and their types."""
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_MAX_DEFLATE_RATIO = 1032
+"""The most bytes deflate makes of one compressed byte: what a compressed ``.npz`` member can hold."""
+_NPZ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    NotImplementedError,  # deflate64 and the other compression methods zipfile lacks
+    RecursionError,  # 'meta' JSON nested too deeply
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+)
+"""What NumPy, zipfile and the decompressors raise for a bad ``.npz`` file."""
 _PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
@@ -151,8 +166,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def restore(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer | None = None) -> None:
     """Load a checkpoint's arrays into an initialised ``model`` (and ``optimizer``) on the
-    model's backend. A different architecture raises ``ValueError`` saying what differs; tensors
-    that do not fit the architecture the checkpoint names raise ``FileFormatError``."""
+    model's backend, after checking all of it: an error leaves both as they were. A different
+    architecture or optimizer raises ``ValueError`` saying what differs; tensors that do not fit
+    the architecture the checkpoint names, or optimizer state that does not cover every
+    parameter, raise ``FileFormatError``."""
     saved, mine = checkpoint.meta["layers"], layer_list(model)
     if saved != mine:
         diff = [
@@ -162,12 +179,12 @@ def restore(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer | No
             diff.append(f"checkpoint has {len(saved)} layers, model has {len(mine)}")
         raise ValueError("checkpoint does not match the model architecture: " + "; ".join(diff))
     _check_fits(checkpoint, model)
+    with_optimizer = optimizer is not None and bool(checkpoint.optimizer or "optimizer" in checkpoint.meta)
+    if with_optimizer:  # plain SGD keeps no arrays, yet its type and steps are restored
+        _check_optimizer_state(checkpoint, model, optimizer)
     backend = model.backend
     model.load_state({k: backend.asarray(v, model.dtype) for k, v in checkpoint.model.items()})
-    if optimizer is not None and (checkpoint.optimizer or "optimizer" in checkpoint.meta):  # plain SGD: no arrays
-        saved_type = checkpoint.meta.get("optimizer", {}).get("type")
-        if saved_type != type(optimizer).__name__:
-            raise ValueError(f"checkpoint holds {saved_type} state; cannot load it into {type(optimizer).__name__}.")
+    if with_optimizer:
         optimizer.load_state_arrays(
             {k: backend.asarray(v, model.dtype) for k, v in checkpoint.optimizer.items()},
             checkpoint.meta["optimizer"]["steps"],
@@ -195,7 +212,7 @@ def _load_safetensors(path: str | os.PathLike) -> Checkpoint:
         if key in metadata:
             try:
                 meta[key] = json.loads(metadata[key])
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
                 raise FileFormatError(f"{path}: metadata {key!r} is not valid JSON ({exc}).") from exc
     return _checkpoint(path, meta, tensors)
 
@@ -218,7 +235,7 @@ def _check_safetensors_layout(path: str | os.PathLike) -> None:
         raw = f.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError; JSON nested too deeply
         raise FileFormatError(
             f"{path}: the {length}-byte header is not JSON ({exc}): a wrong header length or not a safetensors file."
         ) from exc
@@ -276,10 +293,20 @@ def _is_count(value: Any) -> bool:
 def _load_npz(path: str | os.PathLike) -> Checkpoint:
     """A format-1 checkpoint: ``.npz`` arrays plus a JSON ``meta`` entry (uint8 bytes)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(arrays.pop("meta").tobytes().decode()) if "meta" in arrays else None
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            with zipfile.ZipFile(f) as archive:
+                for info in archive.infolist():
+                    _check_npz_member(path, archive, info, size)
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        meta = arrays.pop("meta", None)
+        if isinstance(meta, np.ndarray):  # a member without .npy magic reads as bytes
+            meta = json.loads(meta.tobytes().decode())
+    except FileFormatError:
+        raise
+    except _NPZ_ERRORS as exc:
         raise FileFormatError(f"{path}: unreadable .npz checkpoint ({type(exc).__name__}: {exc}).") from exc
     if meta is None:
         raise FileFormatError(f"{path} is a zip/.npz archive without the 'meta' entry of an mlp_xp checkpoint.")
@@ -291,6 +318,34 @@ def _load_npz(path: str | os.PathLike) -> Checkpoint:
         stacklevel=3,
     )
     return _checkpoint(path, meta, arrays)
+
+
+def _check_npz_member(path: str | os.PathLike, archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> None:
+    """A member is not encrypted, and the sizes it declares fit the ``size``-byte file, before
+    NumPy allocates what they say: its uncompressed size what its compressed bytes can make,
+    and an array's shape × itemsize what the member holds after its ``.npy`` header."""
+    if info.flag_bits & 0x1:  # zipfile would raise a bare RuntimeError
+        raise FileFormatError(f"{path}: member {info.filename!r} is encrypted; checkpoints are not.")
+    most = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO)
+    if info.compress_size > size or info.file_size > most:
+        raise FileFormatError(
+            f"{path}: member {info.filename!r} declares {info.file_size} bytes in {info.compress_size} stored "
+            f"bytes of a {size}-byte file: a corrupt or forged archive."
+        )
+    with archive.open(info) as member:
+        if member.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            return  # np.load gives its bytes
+        member.seek(0)
+        version = np.lib.format.read_magic(member)
+        # 3.0 differs from 2.0 only in the header's encoding; np.load refuses other versions
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+        needed, holds = math.prod(shape) * dtype.itemsize, info.file_size - member.tell()
+    if needed > holds:
+        raise FileFormatError(
+            f"{path}: member {info.filename!r} declares shape {shape} of {dtype}, {needed} bytes, "
+            f"but holds {holds} bytes after its .npy header."
+        )
 
 
 def _checkpoint(path: str | os.PathLike, meta: dict[str, Any], tensors: dict[str, Any]) -> Checkpoint:
@@ -340,6 +395,29 @@ def _checkpoint(path: str | os.PathLike, meta: dict[str, Any], tensors: dict[str
             found = "no such model tensor" if param is None else f"the parameter has shape {param.shape}"
             raise FileFormatError(f"{path}: optimizer state {key!r} of shape {array.shape} does not fit ({found}).")
     return Checkpoint(meta, model, optimizer, str(path))
+
+
+def _check_optimizer_state(checkpoint: Checkpoint, model: Sequential, optimizer: Optimizer) -> None:
+    """The checkpoint holds ``optimizer``'s kind of state: none yet, or every state of it for
+    every parameter of ``model``, and nothing else."""
+    saved_type = checkpoint.meta.get("optimizer", {}).get("type")
+    if saved_type != type(optimizer).__name__:
+        raise ValueError(f"checkpoint holds {saved_type} state; cannot load it into {type(optimizer).__name__}.")
+    foreign = sorted({key.partition("/")[0] for key in checkpoint.optimizer} - set(optimizer.state_names))
+    if foreign:
+        raise ValueError(f"checkpoint holds optimizer state {foreign}, which this {saved_type} does not keep.")
+    if not checkpoint.optimizer:  # saved before the first step
+        return
+    needed = {f"{which}/{name}" for which in optimizer.state_names for name in model.parameters()}
+    problems = [f"no {key}" for key in sorted(needed - set(checkpoint.optimizer))]
+    problems += [f"unexpected {key}" for key in sorted(set(checkpoint.optimizer) - needed)]
+    if problems:
+        more = f" and {len(problems) - 8} more" if len(problems) > 8 else ""
+        raise FileFormatError(
+            f"{checkpoint.path}: the optimizer state does not cover the model's parameters: "
+            + "; ".join(problems[:8])
+            + f"{more}."
+        )
 
 
 def _check_fits(checkpoint: Checkpoint, model: Sequential) -> None:

@@ -191,19 +191,19 @@ class Optimizer:
         return {f"{which}/{name}": a for which, buffer in self.state.items() for name, a in flat.split(buffer).items()}
 
     def load_state_arrays(self, arrays: dict[str, Array], steps: int) -> None:
-        """Replace the state from ``state_arrays``-style arrays (all parameters of each state)."""
+        """Replace the state and ``steps`` from ``state_arrays``-style arrays (every parameter of
+        every state, or no arrays at all); a ``ValueError`` leaves the optimizer as it was."""
         grouped: dict[str, dict[str, Array]] = {}
         for key, value in arrays.items():
             which, _, name = key.partition("/")
             if which not in self.state_names:
                 raise ValueError(f"optimizer state {key!r} does not belong to {type(self).__name__}.")
             grouped.setdefault(which, {})[name] = value
+        if grouped and set(grouped) != set(self.state_names):
+            raise ValueError(f"optimizer state lacks {sorted(set(self.state_names) - set(grouped))}.")
         flat = self.model.flat
-        self.state = {which: flat.join(parts) for which, parts in grouped.items()}
-        self._on = (self.model.backend, self.model.dtype)
-        if self.state and set(self.state) != set(self.state_names):
-            raise ValueError(f"optimizer state lacks {sorted(set(self.state_names) - set(self.state))}.")
-        self.steps = steps
+        state = {which: flat.join(parts) for which, parts in grouped.items()}  # join raises for a missing parameter
+        self.state, self._on, self.steps = state, (self.model.backend, self.model.dtype), steps
 
 
 class SGD(Optimizer):

@@ -3,10 +3,12 @@ writes, format-1 ``.npz`` files read-only, and one ``FileFormatError`` for every
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -255,6 +257,14 @@ BAD_FILES = {
         lambda good: _with_header(good, _metadata("epoch", '"two"')),
         r"metadata 'epoch' has the wrong type",
     ),
+    "header nested too deeply": (
+        lambda good: struct.pack("<Q", 100_005) + b'{"a":' + b"[" * 100_000,
+        r"header is not JSON \(maximum recursion depth exceeded",
+    ),
+    "metadata nested too deeply": (
+        lambda good: _with_header(good, _metadata("config", "[" * 100_000)),
+        r"'config' is not valid JSON \(maximum recursion depth exceeded",
+    ),
 }
 
 
@@ -324,22 +334,151 @@ def test_optimizer_state_of_the_wrong_shape_is_caught_on_load(tmp_path, numpy_ba
         mlp_xp.load_checkpoint(path)
 
 
+def _snapshot(model, optimizer):
+    """Host copies of the model's state and the optimizer's state arrays, and its step count."""
+    return {k: np.array(v) for k, v in {**model.state(), **optimizer.state_arrays()}.items()}, optimizer.steps
+
+
+@pytest.mark.parametrize(
+    "drop, make_optimizer, error, message",
+    [
+        (
+            lambda key: key.startswith("optimizer/exp_avg_sq/"),
+            None,
+            FileFormatError,
+            r"optimizer state does not cover the model's parameters: no exp_avg_sq/bn1.beta; no exp_avg_sq/bn1.gamma;",
+        ),
+        (
+            lambda key: key == "optimizer/exp_avg/hidden1.weight",
+            None,
+            FileFormatError,
+            r"optimizer state does not cover the model's parameters: no exp_avg/hidden1.weight\.$",
+        ),
+        (
+            lambda key: False,
+            lambda model: mlp_xp.SGD(model, 0.1),
+            ValueError,
+            r"checkpoint holds Adam state; cannot load it into SGD",
+        ),
+    ],
+    ids=["a whole state missing", "one tensor missing", "another optimizer"],
+)
+def test_optimizer_state_that_cannot_load_leaves_model_and_optimizer_as_they_were(
+    tmp_path, numpy_backend, drop, make_optimizer, error, message
+):
+    model, optimizer, _ = _trained(numpy_backend)
+    path = mlp_xp.save_checkpoint(tmp_path / "run.safetensors", model, optimizer, epoch=1)
+    with safe_open(path, framework="np") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys() if not drop(k)}, f.metadata()
+    path.write_bytes(safetensors.numpy.save(tensors, metadata=metadata))
+    checkpoint = mlp_xp.load_checkpoint(path)
+    other, other_optimizer, _ = _trained(numpy_backend, steps=1, seed=5)
+    other_optimizer = other_optimizer if make_optimizer is None else make_optimizer(other)
+    (before, steps) = _snapshot(other, other_optimizer)
+    with pytest.raises(error, match=message) as info:
+        mlp_xp.restore(checkpoint, other, other_optimizer)
+    assert error is ValueError or str(path) in str(info.value)
+    after, steps_after = _snapshot(other, other_optimizer)
+    assert set(after) == set(before) and steps_after == steps
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
+def _zip(path, members, compression=zipfile.ZIP_STORED):
+    """A zip archive at ``path`` holding ``members`` (name: bytes)."""
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _npy(array=None, header=None):
+    """``array`` as ``np.save`` writes it, or just a version-1.0 ``.npy`` header (dict) without data."""
+    buffer = io.BytesIO()
+    if header is None:
+        np.save(buffer, array)
+    else:
+        np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+_DIRECTORY_FIELDS = {"flags": (8, "<H"), "method": (10, "<H"), "size": (24, "<I")}
+"""Offset and struct format of fields in a zip central directory entry (``size``: uncompressed)."""
+
+
+def _patched_zip(path, name, data, field, value):
+    """A zip of one member whose central directory entry (what zipfile reads) says ``value`` in ``field``."""
+    _zip(path, {name: data})
+    archive = bytearray(path.read_bytes())
+    entry = struct.unpack("<I", archive[-6:-2])[0]  # the end record's offset of the directory
+    offset, fmt = _DIRECTORY_FIELDS[field]
+    struct.pack_into(fmt, archive, entry + offset, value)
+    path.write_bytes(bytes(archive))
+
+
+def _lzma_with_bad_properties(path):
+    """A zip whose one LZMA member has invalid properties (the byte after the 4-byte LZMA header)."""
+    _zip(path, {"meta.npy": _npy(np.zeros(4, np.uint8))}, zipfile.ZIP_LZMA)
+    archive = bytearray(path.read_bytes())
+    archive[30 + len("meta.npy") + 4] = 0xFF  # after the 30-byte local header and the name
+    path.write_bytes(bytes(archive))
+
+
+_FORGED_HEADER = {"descr": "<f8", "fortran_order": False, "shape": (2**24,)}
+"""128 MiB of float64 that a forged member declares."""
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
         (lambda path, good: path.write_bytes(good[: len(good) // 2]), r"unreadable .npz checkpoint \(BadZipFile"),
         (lambda path, good: np.savez(path, meta=np.array([{"format": "x"}], dtype=object)), r"Object arrays"),
         (lambda path, good: np.savez(path, weights=np.zeros(3)), r"without the 'meta' entry"),
+        (
+            lambda path, good: np.savez(path, meta=np.frombuffer(b'{"a":' + b"[" * 100_000, np.uint8)),
+            r"unreadable .npz checkpoint \(RecursionError",
+        ),
+        (lambda path, good: _zip(path, {"meta.npy": b"no magic"}), r"'meta' entry is not .* header \(b'no magic'\)"),
+        (lambda path, good: _zip(path, {"meta": b"no magic"}), r"'meta' entry is not .* header \(b'no magic'\)"),
+        (
+            lambda path, good: _patched_zip(path, "meta.npy", _npy(np.zeros(4, np.uint8)), "method", 9),
+            r"\(NotImplementedError: That compression method is not supported",
+        ),
+        (
+            lambda path, good: _patched_zip(path, "meta.npy", _npy(np.zeros(4, np.uint8)), "flags", 1),
+            r"member 'meta.npy' is encrypted",
+        ),
+        (lambda path, good: _lzma_with_bad_properties(path), r"\(LZMAError: Invalid or unsupported options"),
+        (
+            lambda path, good: _zip(path, {"model/w.npy": _npy(header={**_FORGED_HEADER, "shape": (2**40,)})}),
+            r"member 'model/w.npy' declares shape \(1099511627776,\) of float64, 8796093022208 bytes, but holds 0",
+        ),
+        (
+            lambda path, good: _patched_zip(path, "model/w.npy", _npy(header=_FORGED_HEADER), "size", 2**27 + 128),
+            r"member 'model/w.npy' declares 134217856 bytes in 128 stored bytes of a \d+-byte file",
+        ),
     ],
-    ids=["truncated", "object array (pickle)", "no meta"],
+    ids=[
+        "truncated",
+        "object array (pickle)",
+        "no meta",
+        "meta JSON nested too deeply",
+        "meta.npy without .npy magic",
+        "member named meta",
+        "deflate64 member",
+        "encrypted member",
+        "corrupt LZMA member",
+        "array larger than the member",
+        "member larger than its stored bytes",
+    ],
 )
 def test_bad_npz_gives_one_clear_error(tmp_path, numpy_backend, make, message):
     model, optimizer, _ = _trained(numpy_backend)
     good = _write_npz(tmp_path / "good.npz", model, optimizer).read_bytes()
     path = tmp_path / "bad.npz"
     make(path, good)
-    with pytest.raises(FileFormatError, match=message):
+    with pytest.raises(FileFormatError, match=message) as info:
         mlp_xp.load_checkpoint(path)
+    assert str(path) in str(info.value)
 
 
 def test_cli_eval_of_a_truncated_npz_is_one_error_line(tmp_path, numpy_backend, capsys):

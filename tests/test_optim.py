@@ -54,3 +54,24 @@ def test_schedules_in_range():
     assert exponential_decay(1.0)(7) == 1.0
     assert cosine_decay(4, min_factor=0.2)(0) == 1.0 and cosine_decay(4, min_factor=0.2)(9) == pytest.approx(0.2)
     assert cosine_decay(1)(1) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "drop, message",
+    [("exp_avg_sq/", r"optimizer state lacks \['exp_avg_sq'\]"), ("exp_avg/hidden1.weight", "no array for parameter")],
+    ids=["a whole state missing", "one parameter missing"],
+)
+def test_load_state_arrays_that_fail_leave_the_optimizer_as_it_was(numpy_backend, drop, message):
+    model = make_mlp(6, [5], 3).init(numpy_backend, seed=1)
+    optimizer = mlp_xp.Adam(model, 1e-2)
+    loss = mlp_xp.SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    loss.forward(model.forward(rng.standard_normal((8, 6)).astype(np.float32)), rng.integers(0, 3, 8))
+    model.backward(loss.backward())
+    optimizer.step()
+    state = dict(optimizer.state)
+    arrays = {k: v + 1 for k, v in optimizer.state_arrays().items() if not k.startswith(drop)}
+    with pytest.raises(ValueError, match=message):
+        optimizer.load_state_arrays(arrays, steps=99)
+    assert optimizer.steps == 1 and optimizer.state.keys() == state.keys()
+    assert all(optimizer.state[k] is v for k, v in state.items())

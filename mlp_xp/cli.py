@@ -25,6 +25,7 @@ from . import __version__
 from .backends import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import Checkpoint, load_checkpoint, restore, save_checkpoint
 from .cli_checks import (
+    UsageError,
     check_arguments,
     check_data_against_model,
     check_epochs_against_checkpoint,
@@ -193,10 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
 def given_options(argv: Sequence[str] | None, command: str) -> frozenset[str]:
     """The destinations of the options that ``argv`` (of ``command``) gives explicitly."""
     parser = build_parser()
-    (commands,) = parser._subparsers._group_actions  # argparse keeps the subcommands' parsers there
-    for action in commands.choices[command]._actions:
+    for action in _command_actions(parser, command):
         action.default = argparse.SUPPRESS
     return frozenset(vars(parser.parse_args(argv))) - {"command"}
+
+
+def _command_actions(parser: argparse.ArgumentParser, command: str) -> list[argparse.Action]:
+    """The options of ``parser``'s subcommand ``command``."""
+    (commands,) = parser._subparsers._group_actions  # argparse keeps the subcommands' parsers there
+    return commands.choices[command]._actions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,19 +336,58 @@ RUN_ARGUMENTS = (
 """train's arguments that define a run: ``--resume`` takes from the checkpoint those not given."""
 
 
-def _continue_run(args: argparse.Namespace, saved: dict[str, Any], names: Sequence[str] = RUN_ARGUMENTS) -> list[str]:
+def _continue_run(
+    args: argparse.Namespace, saved: dict[str, Any], path: str, names: Sequence[str] = RUN_ARGUMENTS
+) -> list[str]:
     """Continue the checkpoint's run: each argument of ``names`` not given on the command line
-    takes the value the run was started with (``saved``, its config); returns the given ones
-    that differ from it, as ``--flag value (was saved)`` for the log."""
-    changed = []
+    takes the value the run was started with (``saved``, the config of the checkpoint at
+    ``path``); returns the given ones that differ from it, as ``--flag value (was saved)`` for
+    the log. Values the command line could not have given raise ``FileFormatError``."""
+    changed, taken = [], []
     for name in names:
         if name not in saved:
             continue
         if name not in args.given:
             setattr(args, name, saved[name])
+            taken.append(name)
         elif getattr(args, name) != saved[name]:
             changed.append(f"--{name.replace('_', '-')} {getattr(args, name)} (was {saved[name]})")
+    _check_taken(args, taken, path)
     return changed
+
+
+def _check_taken(args: argparse.Namespace, names: list[str], path: str) -> None:
+    """``FileFormatError`` naming ``path`` unless the values ``names`` took from its config are of
+    their options' types and choices, and pass the checks that a command line's values pass."""
+    actions = {action.dest: action for action in _command_actions(build_parser(), args.command)}
+    invalid = [f"{name}={getattr(args, name)!r}" for name in names if not _fits(actions[name], getattr(args, name))]
+    if invalid:
+        raise _altered(path, f"its config has invalid {', '.join(invalid)}")
+    try:
+        check_arguments(args)
+    except UsageError as exc:
+        raise _altered(path, f"its config fails the command line's checks ({exc})") from None
+
+
+def _altered(path: str, what: str) -> FileFormatError:
+    return FileFormatError(f"{path}: {what}; the file was not written by `mlp-xp train` or has been altered.")
+
+
+def _fits(action: argparse.Action, value: Any) -> bool:
+    """Whether ``value`` is one that ``action`` (an option of ``build_parser``) can produce."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return isinstance(value, bool)
+    if value is None:
+        return action.default is None
+    if action.nargs == "+":
+        return isinstance(value, list) and bool(value) and all(_fits_one(action, v) for v in value)
+    return _fits_one(action, value)
+
+
+def _fits_one(action: argparse.Action, value: Any) -> bool:
+    kind = {int: (int,), float: (int, float)}.get(action.type, (str,))
+    typed = isinstance(value, kind) and not isinstance(value, bool)
+    return typed and (action.choices is None or value in action.choices)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -357,7 +402,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     changed: list[str] = []
     if checkpoint is not None:
         check_epochs_against_checkpoint(args.epochs, checkpoint.meta["epoch"], args.resume)
-        changed = _continue_run(args, checkpoint.meta["config"])
+        changed = _continue_run(args, checkpoint.meta["config"], args.resume)
         if checkpoint.meta["progress"]:
             check_order_against_checkpoint(args, checkpoint.meta["config"], args.resume)
     data = _load_data(args, args.seed)
@@ -544,10 +589,7 @@ def _check_model_config(path: str, config: dict[str, Any]) -> None:
         if keys
     ]
     if problems:
-        raise FileFormatError(
-            f"{path}: its model_config {'; '.join(problems)}; the file was not written by "
-            "`mlp-xp train` or has been altered."
-        )
+        raise _altered(path, f"its model_config {'; '.join(problems)}")
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
@@ -570,8 +612,11 @@ def _load_test_data(args: argparse.Namespace, checkpoint: Checkpoint):
     """The dataset of ``args``, checked to fit the checkpoint's model; the data arguments not
     given are the ones the checkpoint was trained on."""
     saved = checkpoint.meta["config"]
-    _continue_run(args, saved, ("dataset", "data_dir", "synthetic_size"))
-    data = _load_data(args, saved.get("seed", 0))
+    _continue_run(args, saved, args.load, ("dataset", "data_dir", "synthetic_size"))
+    seed = saved.get("seed", 0)
+    if not (type(seed) is int and seed >= 0):  # bool is an int subclass
+        raise _altered(args.load, f"its config has invalid seed={seed!r}")
+    data = _load_data(args, seed)
     check_data_against_model(args.load, checkpoint.meta["model_config"], data.name, data.n_features, data.n_classes)
     return data
 

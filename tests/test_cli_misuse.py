@@ -61,6 +61,10 @@ CASES = [
      "already holds 1 epoch, so nothing is left to train; ask for more than 1"),
     ("resume-other-architecture", f"{TRAIN} --resume {{ckpt}} --epochs 2 --hidden 4", 2,
      "checkpoint does not match the model architecture"),
+    ("resume-config-types", f"{TRAIN} --resume {{types_config}} --epochs 2", 2,
+     "{types_config}: its config has invalid batchnorm=1, seed='y'; the file was not written by `mlp-xp train`"),
+    ("resume-config-range", f"{TRAIN} --resume {{range_config}} --epochs 2", 2,
+     "{range_config}: its config fails the command line's checks (--lr -1.0 must be a finite number above 0)"),
     ("device-unknown", f"{TRAIN} --device tpu", 2, "unknown backend/device spec 'tpu'"),
     ("compile-without-compiler", f"{TRAIN} --compile", 2, "numpy has no compiler: --compile works on jax, jax:cuda"),
     ("epochs-not-a-number", "train --epochs ten", 2, "argument --epochs: invalid int value: 'ten'"),
@@ -106,7 +110,8 @@ CASES = [
 def places(tmp_path_factory) -> dict[str, str]:
     """A tiny 28x28 IDX dataset (360 train / 60 test, 3 classes), a 4x4 one, a 28x28 one of 4
     classes, a 1-epoch checkpoint of the first, a truncated copy of it, checkpoints whose
-    model_config has wrong keys, types or names, a FIFO and an empty scratch directory."""
+    model_config has wrong keys, types or names, checkpoints whose config has wrong types or
+    values, a FIFO and an empty scratch directory."""
     root = tmp_path_factory.mktemp("misuse")
     paths = {"data": root / "data", "small": root / "small", "four": root / "four", "tmp": root / "tmp"}
     for name, side, classes in (("data", 28, 3), ("small", 4, 3), ("four", 28, 4)):
@@ -129,6 +134,11 @@ def places(tmp_path_factory) -> dict[str, str]:
            "names": {**good, "activation": "swish"}}
     for name, model_config in odd.items():
         paths[name] = mlp_xp.save_checkpoint(root / f"{name}.ckpt", model, epoch=1, model_config=model_config)
+    config = mlp_xp.load_checkpoint(ckpt).meta["config"]
+    for name, changes in {"types_config": {"seed": "y", "batchnorm": 1}, "range_config": {"lr": -1.0}}.items():
+        paths[name] = mlp_xp.save_checkpoint(
+            root / f"{name}.ckpt", model, epoch=1, model_config=good, config={**config, **changes}
+        )
     os.mkfifo(root / "pipe")
     paths["fifo"] = root / "pipe"
     return {**{k: str(v) for k, v in paths.items()}, "ckpt": str(ckpt), "truncated": str(truncated)}
@@ -193,6 +203,7 @@ def test_predict_grid_is_capped(places, capsys, tmp_path, monkeypatch):
 README_PLACES = {
     "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt",
     "keys": "keys.ckpt", "types": "types.ckpt", "names": "names.ckpt", "fifo": "PIPE",
+    "types_config": "config.ckpt", "range_config": "lr.ckpt",
 }
 """How the README table writes the places of ``places``."""
 

@@ -267,12 +267,12 @@ class Adam(Optimizer):
         xp = namespace(params)
         beta1, beta2 = self.betas
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        # m ← β₁m + (1−β₁)g as β₁(m − g) + g: in place, no temporary
-        m -= grads
+        # m ← β₁m + (1−β₁)g and v ← β₂v + (1−β₂)g², in place (as torch's lerp_/addcmul_: the
+        # shorter β(m − g) + g cancels while v ≪ g², 500 float32 ulps off at β₂ = 0.999)
         m *= beta1
-        m += grads
+        m += (1.0 - beta1) * grads
         squared = grads * grads
-        v -= squared
+        squared *= 1.0 - beta2
         v *= beta2
         v += squared
         state["exp_avg"], state["exp_avg_sq"] = m, v

@@ -205,6 +205,11 @@ def _command_actions(parser: argparse.ArgumentParser, command: str) -> list[argp
     return commands.choices[command]._actions
 
 
+ROOT_ONLY = frozenset({"eval", "predict", "export", "info"})
+"""Commands that involve no other process: under an MPI launcher rank 0 alone runs them (the
+others would print and write the same)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command of ``argv``; returns the exit code (see the module docstring). Under an MPI
     launcher, a failure on any process ends every process (its message printed by the process
@@ -216,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         comm = world()
         check_arguments(args)
+        if args.command in ROOT_ONLY and not comm.is_root:  # under mpiexec rank 0 alone runs these
+            return EXIT_OK
         with np.errstate(all="ignore"), _one_line_warnings(args.command):  # a NaN loss is reported as one error
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -689,8 +696,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .data.datasets import candidate_dirs, find_files
 
     comm = world()
-    if not comm.is_root:  # under mpiexec rank 0 alone prints
-        return 0
     print(f"mlp-xp {__version__}, Python {sys.version.split()[0]}")
     for spec, status in available_backends().items():
         if status == "ok":

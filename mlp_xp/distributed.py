@@ -223,11 +223,18 @@ def launched_by_mpi() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
+_world: list[MPICommunicator] = []
+"""The one ``MPICommunicator`` of ``MPI.COMM_WORLD`` once made (making one is collective)."""
+
+
 def world() -> Communicator:
-    """``MPICommunicator`` of ``MPI.COMM_WORLD`` when an MPI launcher started this process,
-    else the trivial single-process ``Communicator`` (mpi4py is not imported then)."""
+    """``MPICommunicator`` of ``MPI.COMM_WORLD`` when an MPI launcher started this process (the
+    same one on every call: making it is a collective operation, which every rank would have to
+    repeat), else the trivial single-process ``Communicator`` (mpi4py is not imported then)."""
     if not launched_by_mpi():
         return Communicator()
+    if _world:
+        return _world[0]
     try:
         import mpi4py  # noqa: F401
     except ImportError as exc:
@@ -237,7 +244,8 @@ def world() -> Communicator:
             'pip install "mlp-xp[mpi]" (or mpi4py built against your cluster\'s MPI).'
         ) from exc
     try:
-        return MPICommunicator()
+        _world.append(MPICommunicator())
+        return _world[0]
     except RuntimeError as exc:  # mpi4py 4 finds no MPI library to load
         raise DistributedUnavailableError(
             f"an MPI launcher started this process but mpi4py cannot load an MPI library ({exc}): "

@@ -313,6 +313,16 @@ def test_info_shows_the_mpi_library_and_world_size(mpiexec, tmp_path, capsys):
     assert "world size 1 (not started by an MPI launcher)" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
+def test_eval_and_predict_under_mpiexec_run_once(mpiexec, tmp_path, capsys):
+    assert main(["train", *SMALL_RUN, "--epochs", "1", "--quiet", "--save", str(tmp_path / "k.st")]) == 0
+    capsys.readouterr()
+    code, out, err = _cli(mpiexec, "eval", "--load", "k.st", cwd=tmp_path)
+    assert code == 0 and out.count("synthetic test: loss") == 1, out + err
+    code, out, err = _cli(mpiexec, "predict", "--load", "k.st", "--count", "2", cwd=tmp_path)
+    assert code == 0 and out.count("/2 right") == 1, out + err
+
+
 # -- in-process: sharding, devices, refusals (no MPI needed) -----------------------------------
 
 

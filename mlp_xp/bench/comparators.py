@@ -151,11 +151,10 @@ class HandEpoch:
             p -= g
             return
         (beta1, beta2), t = ADAM_BETAS, self.steps
-        m -= g
         m *= beta1
-        m += g
+        m += (1.0 - beta1) * g
         squared = g * g
-        v -= squared
+        squared *= 1.0 - beta2
         v *= beta2
         v += squared
         root2 = (1.0 - beta2**t) ** 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import resolve_backend
+from conftest import require_module, resolve_backend
 
 from mlp_xp import SGD, Adam, AdamW, DeviceLoader, Dropout, SoftmaxCrossEntropy, fit, make_mlp
 from mlp_xp.backends import CompileUnsupportedError
@@ -119,7 +119,7 @@ def test_no_tracer_leaks_and_no_retrace_per_epoch(monkeypatch):
     """The step is traced with JAX's leak checker on: an array cached on an object across
     calls (a tracer left behind) or a host read in the step fails here. Tracing happens in
     the first epoch only: the scan once, the last short batch once."""
-    jax = pytest.importorskip("jax")
+    jax = require_module("jax")
     traces = []
     original = CompiledSteps._pure_step
 
@@ -165,7 +165,7 @@ def test_scan_body_gathers_nothing_into_flat_buffers():
     """Per step, the scan body neither concatenates gradients nor slices a carried flat buffer:
     the flat buffers are split once before the scan and joined once after it (one
     ``concatenate`` for the parameters and one per optimizer buffer)."""
-    jax = pytest.importorskip("jax")
+    jax = require_module("jax")
     backend = resolve_backend("jax")
     x, y = _data()
     model = make_mlp(12, [16], 4).init(backend, seed=0)
@@ -191,7 +191,7 @@ def test_torch_compiles_the_step_whole_once_per_batch_shape(monkeypatch, dropout
     mask drawn from a ``torch.Generator`` would break the graph (dynamo cannot trace one). The
     masks' key comes back from every compiled step advanced by one draw (a key not carried as
     step state repeats its masks)."""
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     from torch._dynamo.utils import counters
 
     from mlp_xp import arrays

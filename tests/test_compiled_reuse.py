@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import resolve_backend
+from conftest import require_module, resolve_backend
 
 from mlp_xp import SGD, DeviceLoader, SoftmaxCrossEntropy, compiled, fit, make_mlp
 
@@ -54,7 +54,7 @@ def test_torch_compiles_the_steps_of_every_model_of_a_process():
     """Steps of different models are compiled functions of their own: dynamo caches graphs per
     code object and runs a function eagerly once its cache is full (``mlp-xp bench --compile``
     went eager from its fifth case on)."""
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     from torch._dynamo.utils import counters
 
     backend = resolve_backend("torch")

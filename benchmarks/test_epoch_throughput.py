@@ -40,7 +40,7 @@ def test_epoch_throughput(benchmark, case: bench.Case, rounds: int, compiled: bo
         if package_round:
             run.run(package_round[0], bench.PACKAGE)
 
-    benchmark.group = f"{case.model} B{case.batch_size}"
+    benchmark.group = case.group
     benchmark.pedantic(package_epoch, setup=others, rounds=rounds, iterations=1)
     for event in events:  # what follows the last package epoch (and all of it with --benchmark-disable)
         run.run(*event)

@@ -4,11 +4,14 @@ and the package as it is must pass. Plus the ``mlp-xp bench`` flags around the g
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from mlp_xp import bench, cli
 from mlp_xp.bench import report
@@ -120,22 +123,69 @@ def test_ratios_are_median_of_rounds_and_min_over_min():
 # -- tiny real cases (no timing asserted) ---------------------------------------------------------
 
 TINY = bench.Case("numpy", (32,), 64, samples=2048)
+COMPARATORS = (bench.TORCH, bench.JAX_SCAN)
+COMPARATOR_ATOL, COMPARATOR_LOSS_RTOL = 1e-4, 1e-4  # float32 rounding on TINY: ~1e-6 (parameters and loss)
 
 
-def _tiny_record(lr_factor: float = 1.0) -> dict:
-    run = bench.CaseRun(TINY, rounds=2, torch=False)
-    optimizer = run.methods[bench.PACKAGE].optimizer
-    optimizer.lr *= lr_factor
-    optimizer.base_lr *= lr_factor
+def _tiny_record(lr_factor: float = 1.0, optimizer: str = "sgd", comparators: bool = False) -> dict:
+    """TINY run for two rounds; ``comparators``: with torch and the JAX scan epoch."""
+    case = dataclasses.replace(TINY, optimizer=optimizer)
+    run = bench.CaseRun(case, rounds=2, torch=comparators, compile=comparators)
+    package = run.methods[bench.PACKAGE].optimizer
+    package.lr *= lr_factor
+    package.base_lr *= lr_factor
     return run.run_all()
 
 
-def test_the_package_as_it_is_does_the_hand_loops_math_on_learnable_data():
-    record = _tiny_record()
-    assert report.not_learned(record) is None and report.wrong_math(record) is None
+@pytest.fixture(scope="module", params=bench.OPTIMIZERS)
+def tiny_record(request) -> dict:
+    """TINY with every comparator, per optimizer (torch and JAX required under CI)."""
+    require_module("torch")
+    require_module("jax")
+    return _tiny_record(optimizer=request.param, comparators=True)
+
+
+def test_the_package_as_it_is_does_the_hand_loops_math_on_learnable_data(tiny_record):
+    record = tiny_record
+    assert report.not_learned(record) is None and report.wrong_math(record) is None  # slowness: timing, not here
     assert record["last_loss"]["hand"] < LEARNED_LOSS
     assert record["agreement"]["hand"]["max_abs_diff"] <= WEIGHT_ATOL
     assert record["ops_per_step"] == record["ops"]["step_ops"] > 0
+
+
+@pytest.mark.parametrize("name", COMPARATORS)
+def test_torch_and_the_jax_scan_epoch_do_the_packages_math(tiny_record, name):
+    """The comparators train from the package's initial weights with its update rule and rate:
+    their final parameters and last-epoch loss are the package's up to float32 rounding."""
+    assert name in tiny_record["methods"]
+    assert tiny_record["agreement"][name]["max_abs_diff"] < COMPARATOR_ATOL
+    package_loss = tiny_record["last_loss"][bench.PACKAGE]
+    assert tiny_record["last_loss"][name] == pytest.approx(package_loss, rel=COMPARATOR_LOSS_RTOL)
+
+
+def test_throughput_follows_from_the_package_epochs_and_the_peak(tiny_record):
+    """samples/s and GFLOP/s are the work over the package's median epoch; the share of peak is
+    GFLOP/s over the median sgemm rate, i.e. samples/s over the peak's samples/s."""
+    record = tiny_record
+    median_s = statistics.median(record["seconds"][bench.PACKAGE])
+    assert record["package_s"] == median_s
+    assert record["samples_per_s"] == pytest.approx(TINY.samples / median_s, rel=1e-12)
+    assert record["gflops"] == pytest.approx(bench.epoch_flops(TINY.sizes, TINY.samples) / median_s / 1e9, rel=1e-12)
+    assert record["epoch_gflop"] == pytest.approx(record["gflops"] * median_s, rel=1e-12)
+    assert record["peak_share"] == pytest.approx(record["gflops"] / record["peak_gflops"], rel=1e-12)
+    assert record["peak_share"] == pytest.approx(record["samples_per_s"] / record["peak_samples_per_s"], rel=1e-12)
+    assert 0 < record["peak_share"] <= 1.2  # a whole epoch does not beat its biggest GEMM's sgemm rate
+
+
+def test_benchmark_groups_hold_the_same_work_only():
+    """pytest-benchmark's relative column compares a group's members: the backend and the data
+    storage may differ within one, the samples, model, batch size and optimizer may not."""
+    case = bench.Case("numpy", (256,), 256)
+    same = [dataclasses.replace(case, spec="array-api-strict"), dataclasses.replace(case, storage="uint8")]
+    other = [dataclasses.replace(case, samples=4096), dataclasses.replace(case, hidden=(100,)),
+             dataclasses.replace(case, batch_size=64), dataclasses.replace(case, optimizer="adam")]
+    assert {c.group for c in same} == {case.group}
+    assert case.group not in {c.group for c in other}
 
 
 def test_a_package_that_learns_nothing_fails_the_gate():

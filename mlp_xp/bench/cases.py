@@ -51,6 +51,12 @@ class Case:
         return LEARNING_RATES[self.optimizer]
 
     @property
+    def group(self) -> str:
+        """The pytest-benchmark group: cases of the same work (model, batch size, samples,
+        optimizer) on any backend or storage, so that its relative column compares equal work."""
+        return f"{self.model} B{self.batch_size} N{self.samples} {self.optimizer}"
+
+    @property
     def id(self) -> str:
         extra = "" if self.storage == "float32" else f"-{self.storage}"
         extra += "" if self.samples == 60000 else f"-N{self.samples}"

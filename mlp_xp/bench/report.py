@@ -2,7 +2,9 @@
 
 Ratios are epoch-time ratios A / B of two methods of one case, from the same interleaved
 rounds: ``median`` is the median of the per-round ratios, ``min_min`` the best epoch of A over
-the best epoch of B; > 1 means A is slower.
+the best epoch of B; > 1 means A is slower. Throughput comes from the package's median epoch:
+``samples_per_s``, ``gflops``, and ``peak_share`` = ``gflops`` / ``peak_gflops`` (the rounds' median
+sgemm rate), which equals ``samples_per_s`` / ``peak_samples_per_s``.
 
 The gate (``gate(record)``), for cases with a same-math hand loop:
 
@@ -15,6 +17,12 @@ The gate (``gate(record)``), for cases with a same-math hand loop:
 * **not catastrophically slow** (NumPy and CuPy backends): the package's epoch is more than
   ``SLOWNESS_LIMIT`` × the hand loop's only when *both* the median of per-round ratios and the
   min/min ratio exceed it (one noisy estimator alone does not fail a run).
+
+The agreement of torch and the JAX scan epoch with the package is recorded, not gated: float32
+rounding alone parts their parameters from the package's as training goes on (784-256-10 B256,
+four epochs: up to 4e-3 with SGD, 4e-2 with Adam; the JAX scan at half the SGD rate: 8e-2), so
+no fixed tolerance tells rounding from a wrong comparator over every case. The tiny case in
+tests/test_bench_gate.py checks them, where rounding stays near 1e-6.
 """
 
 from __future__ import annotations
@@ -78,11 +86,10 @@ def make_record(run: CaseRun) -> dict[str, Any]:
     case, backend = run.case, run.backend
     rounds = min(len(t) for t in run.times.values())
     times = {name: t[:rounds] for name, t in run.times.items()}
-    package = times[PACKAGE]
     flops = epoch_flops(case.sizes, case.samples)
-    median_s = statistics.median(package) if rounds else math.nan
-    peaks = run.peaks[:rounds] or [math.nan]
-    peak = statistics.median(peaks)
+    median_s = statistics.median(times[PACKAGE]) if rounds else math.nan
+    gflops = flops / median_s / 1e9
+    peak = statistics.median(run.peaks[:rounds] or [math.nan])
     info = backend.describe()
     versions = {"mlp_xp": __version__, "python": platform.python_version(), **info}
     if "torch" in run.methods:
@@ -113,11 +120,11 @@ def make_record(run: CaseRun) -> dict[str, Any]:
         "epoch_gflop": flops / 1e9,
         "package_s": median_s,
         "samples_per_s": case.samples / median_s,
-        "gflops": flops / median_s / 1e9,
+        "gflops": gflops,
         "peak_gemm": "x".join(map(str, run.gemm)),
         "peak_source": backend.name if backend.is_gpu else "numpy",
         "peak_gflops": peak,
-        "peak_share": statistics.median(flops / t / 1e9 / p for t, p in zip(package, peaks)) if rounds else math.nan,
+        "peak_share": gflops / peak,  # = samples_per_s / peak_samples_per_s: the table's two columns agree
         "peak_samples_per_s": case.samples * peak * 1e9 / flops,
         "seconds": times,
         "median_s": medians,

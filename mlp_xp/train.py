@@ -50,7 +50,8 @@ class TrainingDiverged(FloatingPointError):
 
 class Callback(Protocol):
     """Per-epoch hook. ``on_epoch_end`` gets the 0-based epoch and its stats (the dict that
-    goes into ``History``); returning True stops training after that epoch."""
+    goes into ``History``); returning True stops training after that epoch (on every process
+    of a data-parallel run, when it returns True on any)."""
 
     def on_epoch_end(self, epoch: int, stats: dict[str, float], model: Sequential) -> bool | None: ...
 
@@ -251,8 +252,8 @@ def fit(
                 log(format_epoch(record, epochs))
             if divergence_check:
                 _check_divergence(history, loss, model)
-            if any([bool(cb.on_epoch_end(epoch, record, model)) for cb in callbacks]):
-                break
+            if comm.any(any([bool(cb.on_epoch_end(epoch, record, model)) for cb in callbacks])):
+                break  # every process stops when a callback on any asks
     return history
 
 

@@ -5,7 +5,8 @@ MPI world communicator; rank 0 writes ``OUT_DIR/<case>.npz`` holding each rank's
 parameters (``rank0``, ``rank1``), per-epoch train losses and accuracies, and the dropout seeds
 of both ranks. ``train_case(name, Communicator())`` is the one-process reference. It also runs
 the communicator's collectives on every available backend (in place on host memory, staged
-through the host for JAX) and writes what they returned to ``OUT_DIR/collectives.npz``.
+through the host for JAX) and writes what they returned to ``OUT_DIR/collectives.npz``, and
+the epochs each rank trained when a callback on one rank stops the run to ``callback_stop.npy``.
 
 Ranks other than 0 initialise from another seed (except with dropout, whose seeds come from
 the initialisation) and other optimizer step counts: ``fit`` must start every rank from rank 0's
@@ -134,6 +135,24 @@ def _interrupted_and_resumed(model, loss, optimizer, loader, before_step: int) -
     )
 
 
+def epochs_when_one_rank_asks_to_stop(comm: Communicator) -> int:
+    """The epochs ``fit`` trains (of 3) when a callback asks to stop after the first on rank 1
+    alone: every rank must stop there (else rank 0 waits for rank 1 in the next step)."""
+    x, y = data()
+    model = mlp_xp.make_mlp(FEATURES, [8], CLASSES).init("numpy", seed=3)
+    loader = mlp_xp.DeviceLoader(x, y, "numpy", batch_size=BATCH, comm=comm)
+
+    class StopOnRankOne:
+        def on_epoch_end(self, epoch, stats, model):
+            return comm.rank == 1
+
+    history = mlp_xp.fit(
+        model, mlp_xp.SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=3, progress=False, log=None,
+        callbacks=[StopOnRankOne()],
+    )  # fmt: skip
+    return len(history.epochs)
+
+
 def main(out: Path) -> None:
     from mpi4py import MPI
 
@@ -147,6 +166,9 @@ def main(out: Path) -> None:
             found.update({f"{spec}/{key}": value for key, value in collectives(comm, spec).items()})
     if comm.is_root:
         np.savez(out / "collectives.npz", **found)
+    epochs = MPI.COMM_WORLD.gather(epochs_when_one_rank_asks_to_stop(comm), root=0)
+    if comm.is_root:
+        np.save(out / "callback_stop.npy", np.asarray(epochs))
     for name in CASES:
         if not available(CASES[name][0]):
             continue

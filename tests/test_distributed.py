@@ -135,6 +135,11 @@ def test_a_run_stopped_and_resumed_inside_an_epoch_equals_the_run_never_stopped(
 
 
 @pytest.mark.subprocess
+def test_a_callback_that_stops_on_one_rank_stops_every_rank(two_process_results):
+    np.testing.assert_array_equal(np.load(two_process_results / "callback_stop.npy"), [1, 1])
+
+
+@pytest.mark.subprocess
 def test_batchnorm_uses_each_process_statistics_unless_synchronised(two_process_results):
     two, one = _case_results("rank_batchnorm_float64", two_process_results)
     assert _relative(one["params"], two["rank0"]) > 1e-6

@@ -30,19 +30,25 @@ class CompiledSteps:
     one block of per-step values for a scanned epoch, or one step's scalars."""
 
     def __init__(self, model: Any, loss: Any, optimizer: Any, loader: Any) -> None:
-        backend = loader.backend
-        self.step = backend.compile_step(self._pure_step)  # CompileUnsupportedError where none
+        self.model, self.loss, self.optimizer, self.loader = model, loss, optimizer, loader
+        self.backend = loader.backend
+        self._compile()  # CompileUnsupportedError where the backend has no compiler
         if getattr(loss, "check_labels", False):
             raise ValueError(
                 "a compiled step cannot check labels on the host: use SoftmaxCrossEntropy(check_labels=False) "
                 "with a DeviceLoader given num_classes, which validates the labels once."
             )
-        self.model, self.loss, self.optimizer, self.loader, self.backend = model, loss, optimizer, loader, backend
-        self.scan = backend.compile_step(self._pure_scan) if backend.scans else None
         optimizer.prepare()
         if loader.y is not None:  # a memo first filled inside a trace fails torch's guard on the next call
             isdtype(namespace(loader.y), loader.y.dtype, "integral")
         self._scalars: dict[str, tuple[float, Array]] = {}
+
+    def _compile(self) -> None:
+        """Compile the step (and on JAX the scan); they trace on their first call, with the
+        objects' ``settings`` of then (which ``epoch`` records)."""
+        self.settings: list[dict[str, Any]] | None = None
+        self.step = self.backend.compile_step(self._pure_step)
+        self.scan = self.backend.compile_step(self._pure_scan) if self.backend.scans else None
 
     @classmethod
     def reuse(cls, model: Any, loss: Any, optimizer: Any, loader: Any) -> CompiledSteps:
@@ -174,6 +180,10 @@ class CompiledSteps:
     def epoch(self) -> Iterator[tuple[Array, Array | None, int]]:
         """Run one epoch of ``loader`` (its next order, from the batch it starts at); yields per
         compiled call."""
+        now = settings(self.model, self.loss, self.optimizer)
+        if self.settings is not None and now != self.settings:  # the traces hold them as constants
+            self._compile()
+        self.settings = now
         loader, xp = self.loader, self.backend.xp
         size = loader.batch_size
         order, start = loader.start()
@@ -212,3 +222,19 @@ class CompiledSteps:
                 layer.grads, layer.cache = grads, cache
         self._accept(state, steps)
         return tuple(outputs)
+
+
+NOT_SETTINGS = frozenset({"lr", "base_lr", "steps", "training", "input_grad", "name"})
+"""Attributes ``settings`` leaves out: the steps take the learning rate and step count as device
+scalars, ``fit`` sets the mode, each backward sets ``input_grad``, and names are not computed with."""
+
+
+def settings(model: Any, loss: Any, optimizer: Any) -> list[dict[str, Any]]:
+    """The public numbers, flags, strings and tuples of the optimizer, the loss and each layer
+    (momentum, betas, eps, decay_all, Dropout's p, BatchNorm's momentum...): a trace bakes them
+    in as constants, so the steps are compiled again when one changes."""
+    def setting(name: str, value: Any) -> bool:
+        constant = isinstance(value, (bool, int, float, str, tuple))
+        return constant and not name.startswith("_") and name not in NOT_SETTINGS
+
+    return [{k: v for k, v in vars(o).items() if setting(k, v)} for o in (optimizer, loss, *model.layers)]

@@ -70,3 +70,38 @@ def test_torch_compiles_the_steps_of_every_model_of_a_process():
                 log=None, compile=True)  # fmt: skip
         assert counters["frames"]["ok"] - frames.get("ok", 0) == counters["frames"]["total"] - frames.get("total", 0)
         assert counters["frames"]["ok"] > frames.get("ok", 0), f"the steps of model {width} were not compiled"
+
+
+SETTINGS_CHANGES = {
+    "momentum": lambda model, optimizer: setattr(optimizer, "momentum", 0.5),
+    "nesterov": lambda model, optimizer: setattr(optimizer, "nesterov", True),
+    "decay_all": lambda model, optimizer: setattr(optimizer, "decay_all", True),
+    "dropout p": lambda model, optimizer: setattr(model["drop1"], "p", 0.0),
+}
+
+
+@pytest.mark.parametrize("spec", ["jax", "torch"])
+@pytest.mark.parametrize("change", list(SETTINGS_CHANGES))
+def test_settings_changed_between_fits_reach_the_compiled_step(spec, change):
+    """A trace holds the optimizer's and layers' Python settings as constants: changed between
+    ``fit`` calls that reuse the steps, they must be used (JAX kept the first trace's), as eager
+    uses them (float64; dropout masks differ from eager's, so ``p`` is compared once it is 0)."""
+    results = {}
+    for compile in (False, True):
+        backend = resolve_backend(spec)
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((96, 8)), rng.integers(0, 3, 96)
+        model = make_mlp(8, [16], 3, dropout=0.3 if change == "dropout p" else 0.0)
+        model.init(backend, seed=0, dtype="float64")
+        optimizer = SGD(model, lr=0.1, momentum=0.0 if change == "dropout p" else 0.9, weight_decay=0.01)
+        loader = DeviceLoader(x, y, backend, batch_size=32, num_classes=3, dtype="float64")
+        loss = SoftmaxCrossEntropy(check_labels=False)
+        fit(model, loss, optimizer, loader, epochs=1, progress=False, log=None, compile=compile)
+        first = backend.to_numpy(model.flat.data)
+        SETTINGS_CHANGES[change](model, optimizer)
+        if change == "dropout p":  # from here both runs are deterministic: the same weights, no momentum
+            results.setdefault("first", first)
+            model.flat.install(backend.asarray(results["first"].copy(), "float64"))  # asarray may alias the host
+        fit(model, loss, optimizer, loader, epochs=3, start_epoch=1, progress=False, log=None, compile=compile)
+        results[compile] = backend.to_numpy(model.flat.data)
+    np.testing.assert_allclose(results[True], results[False], rtol=1e-9, atol=1e-12)

@@ -693,8 +693,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .data.datasets import candidate_dirs, find_files
-
     comm = world()
     print(f"mlp-xp {__version__}, Python {sys.version.split()[0]}")
     for spec, status in available_backends().items():
@@ -710,9 +708,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"auto selects: {get_backend('auto').spec}")
     print(mpi_description(comm) or 'MPI: mpi4py not installed (pip install "mlp-xp[mpi]" for data-parallel runs)')
     for name in ("fashion-mnist", "mnist"):
-        where = find_files(name, None) or "not found (searched " + ", ".join(map(str, candidate_dirs(name, None))) + ")"
-        print(f"  dataset {name:<14} {where}")
+        print(f"  dataset {name:<14} {_dataset_status(name)}")
     return 0
+
+
+def _dataset_status(name: str) -> str:
+    """Where ``load_dataset(name)`` finds its files (read and verified), or why it cannot."""
+    from .data.datasets import DatasetIntegrityError, candidate_dirs, find_files
+
+    where = find_files(name, None)
+    if where is None:
+        return "not found (searched " + ", ".join(map(str, candidate_dirs(name, None))) + ")"
+    try:
+        load_dataset(name, download=False)
+    except (DatasetIntegrityError, FileFormatError) as exc:
+        return f"{where}: unusable: {exc}"
+    return str(where)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -409,13 +409,18 @@ def test_cli_help_shows_every_default(command):
 
 @pytest.mark.realdata
 def test_cli_mnist_refuses_a_fashion_mnist_directory(fashion_mnist, monkeypatch, capsys):
-    """The real data's hashes: MLP_XP_DATA (or --data-dir) at Fashion-MNIST does not pass for MNIST."""
+    """The real data's hashes: MLP_XP_DATA (or --data-dir) at Fashion-MNIST does not pass for
+    MNIST, and `mlp-xp info` says so."""
     monkeypatch.setenv("MLP_XP_DATA", fashion_mnist.source)
     quick = ["--device", "cpu", "--quiet", "--epochs", "1", "--hidden", "8"]  # should it train after all
     for extra in ([], ["--data-dir", fashion_mnist.source]):
         assert main(["train", "--dataset", "mnist", *quick, *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{fashion_mnist.source} holds fashion-mnist" in err, err
+    assert main(["info"]) == 0  # the files are checked as training would check them
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  dataset ")]
+    assert lines[0] == ["dataset", "fashion-mnist", fashion_mnist.source]
+    assert lines[1][:4] == ["dataset", "mnist", f"{fashion_mnist.source}:", "unusable:"]
 
 
 def test_cli_info_lists_backends_and_datasets(capsys):

@@ -146,7 +146,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     code. Raises ``FileNotFoundError`` when nothing is at ``path`` and ``FileFormatError`` for
     a file that is not a valid checkpoint."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read below
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO would block the read below
             raise FileFormatError(f"{path} is not a regular file, so not a checkpoint.")
         with open(path, "rb") as f:
             magic = f.read(9)

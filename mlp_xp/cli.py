@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines; only the result")
     t.add_argument(
         "--compile",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="trace the training step once and run it compiled (jax: a whole epoch as one XLA program; torch: "
         "torch.compile); jax, jax:cuda, torch and torch:cuda only",
     )
@@ -338,7 +339,7 @@ class _EpochWriter:
 RUN_ARGUMENTS = (
     "dataset", "data_dir", "synthetic_size", "hidden", "activation", "batchnorm", "sync_batchnorm", "dropout", "init",
     "init_std", "dtype", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "lr_decay", "lr_gamma", "lr_step",
-    "batch_size", "no_shuffle", "val_split", "seed",
+    "batch_size", "no_shuffle", "val_split", "seed", "device", "compile",
 )  # fmt: skip
 """train's arguments that define a run: ``--resume`` takes from the checkpoint those not given."""
 
@@ -382,7 +383,7 @@ def _altered(path: str, what: str) -> FileFormatError:
 
 def _fits(action: argparse.Action, value: Any) -> bool:
     """Whether ``value`` is one that ``action`` (an option of ``build_parser``) can produce."""
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         return isinstance(value, bool)
     if value is None:
         return action.default is None
@@ -402,9 +403,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not comm.is_root:  # under mpiexec rank 0 alone prints and writes files
         args = argparse.Namespace(**{**vars(args), "quiet": True, "save": None, "metrics_json": None, "plot": None})
     log = (lambda line: None) if args.quiet else print
-    backend = rank_backend(args.device, comm)
-    if args.compile and not backend.compiles:
-        backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     changed: list[str] = []
     if checkpoint is not None:
@@ -412,6 +410,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         changed = _continue_run(args, checkpoint.meta["config"], args.resume)
         if checkpoint.meta["progress"]:
             check_order_against_checkpoint(args, checkpoint.meta["config"], args.resume)
+    backend = rank_backend(args.device, comm)
+    if args.compile and not backend.compiles:
+        backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     data = _load_data(args, args.seed)
     if args.val_split:
         check_val_split(args.val_split, len(data.x_train))

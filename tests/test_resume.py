@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 import mlp_xp
 from mlp_xp import DeviceLoader, EpochProgress, SoftmaxCrossEntropy, fit, resume_point
@@ -270,3 +271,24 @@ def test_cli_resume_takes_the_run_arguments_it_is_not_given(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--device", "cpu", "--lr", "0.01", "--no-divergence-check", *args]) == 0
     assert "changed on resuming: --lr 0.01 (was 0.05)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_cli_resume_continues_on_the_checkpoints_device(compiled, tmp_path, capsys):
+    """A torch run (with dropout, whose masks differ between backends and between eager and
+    compiled) resumed with neither --device nor --compile continues on torch, as it ran;
+    --no-compile resumes a compiled run eagerly."""
+    require_module("torch")
+    run = [*RUN[:-3], "--device", "torch", "--quiet", *(["--compile"] if compiled else [])]
+    assert main([*run, "--epochs", "2", "--save", str(tmp_path / "straight.st")]) == 0
+    assert main([*run, "--epochs", "1", "--save", str(tmp_path / "first.st")]) == 0
+    resume = ["train", "--resume", str(tmp_path / "first.st"), "--epochs", "2"]
+    assert main([*resume, "--save", str(tmp_path / "b.st")]) == 0
+    a, b = (mlp_xp.load_checkpoint(tmp_path / name) for name in ("straight.st", "b.st"))
+    assert b.meta["config"]["backend"] == "torch" and b.meta["config"]["compile"] is compiled
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], b.model[key])
+    if compiled:
+        assert main([*resume, "--no-compile", "--save", str(tmp_path / "eager.st")]) == 0
+        assert "--compile False (was True)" in capsys.readouterr().out
+        assert mlp_xp.load_checkpoint(tmp_path / "eager.st").meta["config"]["compile"] is False

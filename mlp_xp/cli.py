@@ -366,15 +366,16 @@ def _continue_run(
 
 def _check_taken(args: argparse.Namespace, names: list[str], path: str) -> None:
     """``FileFormatError`` naming ``path`` unless the values ``names`` took from its config are of
-    their options' types and choices, and pass the checks that a command line's values pass."""
+    their options' types and choices; ``UsageError`` naming them where the command line's checks
+    then fail (a value out of range, or at odds with a given one or with this machine)."""
     actions = {action.dest: action for action in _command_actions(build_parser(), args.command)}
     invalid = [f"{name}={getattr(args, name)!r}" for name in names if not _fits(actions[name], getattr(args, name))]
     if invalid:
         raise _altered(path, f"its config has invalid {', '.join(invalid)}")
     try:
         check_arguments(args)
-    except UsageError as exc:
-        raise _altered(path, f"its config fails the command line's checks ({exc})") from None
+    except UsageError as exc:  # a taken value out of range, or at odds with a given one or with this machine
+        raise UsageError(f"{exc} (the arguments not given are taken from {path})") from None
 
 
 def _altered(path: str, what: str) -> FileFormatError:

@@ -64,7 +64,7 @@ CASES = [
     ("resume-config-types", f"{TRAIN} --resume {{types_config}} --epochs 2", 2,
      "{types_config}: its config has invalid batchnorm=1, seed='y'; the file was not written by `mlp-xp train`"),
     ("resume-config-range", f"{TRAIN} --resume {{range_config}} --epochs 2", 2,
-     "{range_config}: its config fails the command line's checks (--lr -1.0 must be a finite number above 0)"),
+     "--lr -1.0 must be a finite number above 0 (the arguments not given are taken from {range_config})"),
     ("device-unknown", f"{TRAIN} --device tpu", 2, "unknown backend/device spec 'tpu'"),
     ("compile-without-compiler", f"{TRAIN} --compile", 2, "numpy has no compiler: --compile works on jax, jax:cuda"),
     ("epochs-not-a-number", "train --epochs ten", 2, "argument --epochs: invalid int value: 'ten'"),

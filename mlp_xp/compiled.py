@@ -17,9 +17,8 @@ updates save. The optimizer then updates each parameter with the same rule (``pa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from numbers import Number
 from typing import Any
-
-import numpy as np
 
 from .arrays import Array, isdtype, namespace
 
@@ -236,7 +235,7 @@ def settings(model: Any, loss: Any, optimizer: Any) -> list[dict[str, Any]]:
     (momentum, betas, eps, decay_all, Dropout's p, BatchNorm's momentum...): a trace bakes them
     in as constants, so the steps are compiled again when one changes."""
     def setting(name: str, value: Any) -> bool:
-        constant = isinstance(value, (bool, int, float, str, tuple, np.generic))  # np.float32 from a grid too
+        constant = isinstance(value, (bool, Number, str, tuple))  # NumPy scalars (from a grid) are Numbers too
         return constant and not name.startswith("_") and name not in NOT_SETTINGS
 
     return [{k: v for k, v in vars(o).items() if setting(k, v)} for o in (optimizer, loss, *model.layers)]

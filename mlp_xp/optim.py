@@ -269,10 +269,11 @@ class Adam(Optimizer):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         # m ← β₁m + (1−β₁)g and v ← β₂v + (1−β₂)g², in place (as torch's lerp_/addcmul_: the
         # shorter β(m − g) + g cancels while v ≪ g², 500 float32 ulps off at β₂ = 0.999)
-        m *= beta1
-        m += (1.0 - beta1) * grads
         squared = grads * grads
         squared *= 1.0 - beta2
+        grads *= 1.0 - beta1  # the gradient is ours to scale (as SGD's): no second temporary
+        m *= beta1
+        m += grads
         v *= beta2
         v += squared
         state["exp_avg"], state["exp_avg_sq"] = m, v

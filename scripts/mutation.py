@@ -28,6 +28,8 @@ Run from the repository root with mutmut 3.8 installed (``pip install -e ".[dev]
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import os
 import random
 import re
@@ -39,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT = ROOT / "tests" / "mutation_equivalent.txt"
+EQUIVALENT_LINE = re.compile(r"(?P<name>\S+)\s+`(?P<change>[^`]+)`\s+#\s*\S")
 MODE_FILE = ROOT / "mutants" / "mlp_xp-mode.txt"
 QUICK_PYTEST_ARGS = (
     "--backend numpy --ignore=tests/test_compiled.py --ignore=tests/test_compiled_reuse.py"
@@ -48,14 +51,26 @@ QUICK_SKIPS = (Path("mlp_xp/compiled.py"),)
 """Modules whose mutants only the tests that ``--quick`` leaves out can reach."""
 
 
-def mutant_names(path: Path) -> list[str]:
-    """Names of the mutants mutmut generates for ``path``, listed with mutmut's own generator so
-    that they are the names ``mutmut run`` uses."""
+def mutant_changes(path: Path) -> dict[str, list[str]]:
+    """For each mutant of ``path`` (by full name), the lines of its function it changes, as
+    ``mutmut show`` prints them: ``"- <line>"`` removed, ``"+ <line>"`` put in, indents stripped.
+    mutmut plants every mutant as a copy of its function, ``<function>__mutmut_<n>`` beside
+    ``<function>__mutmut_orig``."""
     from mutmut.mutation.file_mutation import mutate_file_contents
     from mutmut.utils.format_utils import get_mutant_name
 
     mutated = mutate_file_contents(str(path), path.read_text(encoding="utf-8"))
-    return [get_mutant_name(path, name) for name in mutated.mutant_names]
+    lines = mutated.code.splitlines()
+    body = {node.name: lines[node.lineno - 1:node.end_lineno] for node in ast.walk(ast.parse(mutated.code))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    changes = {}
+    for name in mutated.mutant_names:
+        orig = name.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+        mutant = [line.replace(f"def {name}(", f"def {orig}(", 1) for line in body[name]]
+        diff = difflib.unified_diff(body[orig], mutant, lineterm="", n=0)
+        changes[get_mutant_name(path, name)] = [f"{line[0]} {line[1:].strip()}" for line in diff
+                                                if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    return changes
 
 
 def mutated_files() -> list[Path]:
@@ -73,11 +88,37 @@ def changed_since(ref: str) -> set[Path]:
     return {Path(line) for line in out.stdout.splitlines() if line}
 
 
-def read_equivalent(path: Path) -> set[str]:
-    """Mutant names from ``path``, one per line; ``#`` starts a comment (the reason)."""
+def read_equivalent(path: Path) -> dict[str, str]:
+    """The entries of ``path``: mutant name -> the code its change puts in, or ``- <code>`` it
+    removes, one per line as ``<name>  `<code>`  # <reason>``; lines starting ``#`` are comments. The
+    code pins each entry to its mutant, since mutmut renumbers mutants as a function changes:
+    ``check_equivalent`` finds an entry whose number now names another mutant."""
     if not path.is_file():
-        return set()
-    return {line.split("#")[0].strip() for line in path.read_text().splitlines()} - {""}
+        return {}
+    entries = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = EQUIVALENT_LINE.match(line)
+        if match is None:
+            raise ValueError(f"{path}:{number}: expected '<mutant name>  `<code>`  # <reason>', got {line!r}")
+        entries[match["name"]] = match["change"]
+    return entries
+
+
+def check_equivalent(entries: dict[str, str], changes: dict[str, list[str]]) -> list[str]:
+    """Problems with ``entries`` (from ``read_equivalent``) against ``changes`` (from
+    ``mutant_changes``, every mutated file): a name mutmut no longer generates, or a mutant whose
+    changed lines do not hold the code its entry quotes (its number moved to another change).
+    The code is looked for in the lines put in, or in the lines removed where it starts ``- ``."""
+    problems = []
+    for name, code in entries.items():
+        sign = "- " if code.startswith("- ") else "+ "
+        if name not in changes:
+            problems.append(f"{name}: no such mutant")
+        elif not any(line.startswith(sign) and code.removeprefix("- ") in line[2:] for line in changes[name]):
+            problems.append(f"{name}: its change is {changes[name]}, not `{code}`")
+    return problems
 
 
 def run_mutmut(names: list[str] | None, max_children: int, quick: bool) -> None:
@@ -134,7 +175,13 @@ def main() -> None:
     os.chdir(ROOT)
     use_mode("quick" if args.quick else "full", args.fresh)
 
-    names_by_file = {path: mutant_names(path) for path in mutated_files()}
+    changes = {path: mutant_changes(path) for path in mutated_files()}
+    names_by_file = {path: sorted(by_name) for path, by_name in changes.items()}
+    equivalent = read_equivalent(args.equivalent)
+    problems = check_equivalent(equivalent, {name: c for by_name in changes.values() for name, c in by_name.items()})
+    if problems:  # before the run, which takes minutes
+        sys.exit(f"{args.equivalent.relative_to(ROOT)} is out of date (mutmut renumbers the mutants of a "
+                 "function that changed):\n  " + "\n  ".join(problems))
     generated = sorted(name for names in names_by_file.values() for name in names)
     files = [f for f in names_by_file if not (args.quick and f in QUICK_SKIPS)]
     if args.module is not None:
@@ -162,7 +209,6 @@ def main() -> None:
 
     status = statuses()
     results = {name: status.get(name, "not checked") for name in selected}
-    equivalent = read_equivalent(args.equivalent)
     survivors = sorted(name for name, value in results.items() if value == "survived")
     print(f"\nmutation testing: {len(generated)} mutants generated in {len(names_by_file)} files, "
           f"{len(selected)} selected, {seconds:.0f} s" + (" (quick: NumPy tests, slow files left out)" * args.quick))

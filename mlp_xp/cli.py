@@ -29,6 +29,7 @@ from .cli_checks import (
     check_arguments,
     check_data_against_model,
     check_epochs_against_checkpoint,
+    check_input_file,
     check_order_against_checkpoint,
     check_predict_range,
     check_val_split,
@@ -221,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     comm = Communicator()
     try:
         comm = world()
-        check_arguments(args)
+        if _checkpoint_path(args) is None:
+            check_arguments(args)
+        else:  # the arguments not given come from the checkpoint: they are checked once taken
+            check_input_file(*_checkpoint_path(args))
         if args.command in ROOT_ONLY and not comm.is_root:  # under mpiexec rank 0 alone runs these
             return EXIT_OK
         with np.errstate(all="ignore"), _one_line_warnings(args.command):  # a NaN loss is reported as one error
@@ -249,6 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         report_failure(comm)
         raise
+
+
+def _checkpoint_path(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The flag and path of the checkpoint whose config gives ``args`` the values not given
+    (``train --resume``, ``eval`` and ``predict``), or None."""
+    if args.command == "train" and args.resume:
+        return "--resume", args.resume
+    if args.command in ("eval", "predict"):
+        return "--load", args.load
+    return None
 
 
 def _error(args: argparse.Namespace, comm: Communicator, exc: BaseException, code: int) -> int:
@@ -374,7 +388,13 @@ def _check_taken(args: argparse.Namespace, names: list[str], path: str) -> None:
         raise _altered(path, f"its config has invalid {', '.join(invalid)}")
     try:
         check_arguments(args)
-    except UsageError as exc:  # a taken value out of range, or at odds with a given one or with this machine
+    except UsageError as exc:
+        untaken = argparse.Namespace(**{**vars(args), **{name: actions[name].default for name in names}})
+        try:
+            check_arguments(untaken)
+        except UsageError:  # the given arguments fail by themselves
+            raise exc from None
+        # a taken value out of range, or at odds with a given one or with this machine
         raise UsageError(f"{exc} (the arguments not given are taken from {path})") from None
 
 
@@ -401,6 +421,8 @@ def _fits_one(action: argparse.Action, value: Any) -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     comm = world()
+    if args.resume and "save" not in args.given:  # a resumed run goes on saving where it was saved
+        args.save = args.resume
     if not comm.is_root:  # under mpiexec rank 0 alone prints and writes files
         args = argparse.Namespace(**{**vars(args), "quiet": True, "save": None, "metrics_json": None, "plot": None})
     log = (lambda line: None) if args.quiet else print
@@ -443,9 +465,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         start_epoch, history_before = checkpoint.meta["epoch"], checkpoint.meta["history"]
         if checkpoint.meta["progress"]:
             resume = resume_point([EpochProgress(**p) for p in checkpoint.meta["progress"]], comm)
-            log(f"resumed {args.resume} in epoch {start_epoch + 1}, after step {resume.steps}")
+            log(f"resumed {args.resume} in epoch {start_epoch + 1}, after step {resume.steps}; saving to {args.save}")
         else:
-            log(f"resumed {args.resume} after epoch {start_epoch}")
+            log(f"resumed {args.resume} after epoch {start_epoch}; saving to {args.save}")
         if changed:
             log("changed on resuming: " + ", ".join(changed))
     x_train, y_train = data.x_train, data.y_train

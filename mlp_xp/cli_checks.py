@@ -22,6 +22,7 @@ __all__ = [
     "UsageError",
     "check_arguments",
     "check_epochs_against_checkpoint",
+    "check_input_file",
     "check_data_against_model",
     "check_predict_range",
     "check_val_split",
@@ -120,27 +121,27 @@ def _check_train(args: argparse.Namespace) -> None:
     _at_least("--lr-step", args.lr_step, 1)
     _at_least("--val-split", args.val_split, 0)
     if args.resume:
-        _input_file("--resume", args.resume)
+        check_input_file("--resume", args.resume)
     outputs = {"--save": args.save, "--metrics-json": args.metrics_json, "--plot": args.plot}
     for flag, path in outputs.items():
         if path:
             _output_file(flag, path)
     if args.plot:
         _png_with_matplotlib("--plot", args.plot)
-    _distinct(outputs)
-    # --save may overwrite the checkpoint it resumed from (the usual way); the other outputs may not
+    # --save may overwrite the checkpoint it resumed from (it does unless given); the other outputs may not
     _distinct({"--resume": args.resume, "--metrics-json": args.metrics_json, "--plot": args.plot})
+    _distinct(outputs)
 
 
 def _check_eval(args: argparse.Namespace) -> None:
     _check_data_args(args)
-    _input_file("--load", args.load)
+    check_input_file("--load", args.load)
     _at_least("--batch-size", args.batch_size, 1)
 
 
 def _check_predict(args: argparse.Namespace) -> None:
     _check_data_args(args)
-    _input_file("--load", args.load)
+    check_input_file("--load", args.load)
     _at_least("--count", args.count, 1)
     _at_least("--start", args.start, 0)
     _output_file("--out", args.out)
@@ -149,7 +150,7 @@ def _check_predict(args: argparse.Namespace) -> None:
 
 
 def _check_export(args: argparse.Namespace) -> None:
-    _input_file("--load", args.load)
+    check_input_file("--load", args.load)
     _output_file("--out", args.out)
     _distinct({"--load": args.load, "--out": args.out})
 
@@ -191,7 +192,7 @@ def _positive(flag: str, value: float) -> None:
         raise UsageError(f"{flag} {value} must be a finite number above 0")
 
 
-def _input_file(flag: str, path: str) -> None:
+def check_input_file(flag: str, path: str) -> None:
     """``path`` is a regular file (a checkpoint is read with seeks: a FIFO would block)."""
     target = Path(path)
     if target.is_dir():

@@ -166,6 +166,17 @@ def test_misuse_is_one_line_with_its_exit_code(places, capsys, monkeypatch, tmp_
         assert out == "", "a usage error must be reported before any work"
 
 
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_take_the_data_dir_of_a_dataset_given_anew(places, capsys, command, tmp_path):
+    """``--dataset idx`` repeated without ``--data-dir`` reads the directory the checkpoint was
+    trained on, instead of asking for it."""
+    out = ["--out", str(tmp_path / "grid.png")] if command == "predict" else []
+    argv = [command, "--dataset", "idx", "--device", "cpu", "--load", places["ckpt"], *out]
+    code, stdout, err = run_cli(argv, capsys)
+    assert (code, err) == (0, ""), err
+    assert "accuracy" in stdout if command == "eval" else "right" in stdout
+
+
 def test_divergence_check_can_be_turned_off(places, capsys):
     argv = shlex.split(TRAIN.format(**places)) + ["--optimizer", "sgd", "--lr", "1e6", "--no-divergence-check"]
     code, out, err = run_cli(argv, capsys)

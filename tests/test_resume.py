@@ -292,3 +292,34 @@ def test_cli_resume_continues_on_the_checkpoints_device(compiled, tmp_path, caps
         assert main([*resume, "--no-compile", "--save", str(tmp_path / "eager.st")]) == 0
         assert "--compile False (was True)" in capsys.readouterr().out
         assert mlp_xp.load_checkpoint(tmp_path / "eager.st").meta["config"]["compile"] is False
+
+
+def test_cli_resume_accepts_sgd_options_given_anew(tmp_path, capsys):
+    """--momentum and --nesterov given on resuming an SGD run are checked against the
+    checkpoint's optimizer, not against the command line's default (adam is not the default)."""
+    run = [*RUN, "--optimizer", "sgd", "--epochs", "1", "--save", str(tmp_path / "plain.st")]
+    assert main(run) == 0
+    resume = ["train", "--resume", str(tmp_path / "plain.st"), "--quiet", "--epochs", "2"]
+    capsys.readouterr()
+    assert main([*resume, "--momentum", "0.5", "--save", str(tmp_path / "m.st")]) == 0
+    assert mlp_xp.load_checkpoint(tmp_path / "m.st").meta["config"]["momentum"] == 0.5
+    assert main([*resume, "--momentum", "0.5", "--nesterov", "--save", str(tmp_path / "b.st")]) == 0
+    assert mlp_xp.load_checkpoint(tmp_path / "b.st").meta["config"]["nesterov"] is True
+    assert main([*resume, "--nesterov", "--save", str(tmp_path / "n.st")]) == 2  # the checkpoint's momentum is 0
+    err = capsys.readouterr().err
+    assert err == "mlp-xp train: error: --nesterov needs --optimizer sgd with --momentum above 0\n"
+
+
+def test_cli_resume_saves_back_to_the_checkpoint_unless_told_otherwise(tmp_path, capsys):
+    """``train --resume PATH --epochs N`` (what README says is enough) keeps what it trains: it
+    saves to PATH each epoch, as the run it continues did."""
+    run = [*RUN, "--save"]
+    assert main([*run, str(tmp_path / "straight.st"), "--epochs", "2"]) == 0
+    assert main([*run, str(tmp_path / "run.st"), "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run.st"), "--epochs", "2"]) == 0
+    assert f"resumed {tmp_path / 'run.st'} after epoch 1; saving to {tmp_path / 'run.st'}" in capsys.readouterr().out
+    a, b = mlp_xp.load_checkpoint(tmp_path / "straight.st"), mlp_xp.load_checkpoint(tmp_path / "run.st")
+    assert b.meta["epoch"] == 2
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], b.model[key])

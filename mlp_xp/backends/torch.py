@@ -123,6 +123,11 @@ def _with_own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def create(device: str = "cpu") -> TorchBackend:
     """``device`` is ``cpu``, ``cuda`` or ``cuda:N``."""
+    platform, _, index = device.partition(":")
+    if platform not in ("cpu", "cuda") or (platform == "cpu" and index):
+        raise ValueError(f"unknown torch device {device!r}; choose from cpu, cuda, cuda:N.")
+    if index and not index.isdigit():
+        raise ValueError(f"unknown torch device {device!r}: the device index must be a number (e.g. torch:cuda:0).")
     try:
         import torch
     except ImportError as exc:

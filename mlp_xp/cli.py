@@ -434,6 +434,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint.meta["progress"]:
             check_order_against_checkpoint(args, checkpoint.meta["config"], args.resume)
     backend = rank_backend(args.device, comm)
+    if args.compile and not backend.compiles and "compile" not in args.given:  # taken from --resume's checkpoint
+        raise UsageError(f"{backend.spec} has no compiler, and {args.resume} holds a compiled run; "
+                         "give --no-compile to resume it eagerly here.")
     if args.compile and not backend.compiles:
         backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     data = _load_data(args, args.seed)

@@ -70,6 +70,8 @@ CASES = [
     ("torch-device-index", f"{TRAIN} --device torch:cuda:x", 2,
      "unknown torch device 'cuda:x': the device index must be a number (e.g. torch:cuda:0)."),
     ("compile-without-compiler", f"{TRAIN} --compile", 2, "numpy has no compiler: --compile works on jax, jax:cuda"),
+    ("resume-compiled-without-compiler", f"{TRAIN} --resume {{compiled}} --epochs 2", 2,
+     "numpy has no compiler, and {compiled} holds a compiled run; give --no-compile to resume it eagerly here."),
     ("epochs-not-a-number", "train --epochs ten", 2, "argument --epochs: invalid int value: 'ten'"),
     ("unknown-option", "train --bogus", 2, "unrecognized arguments: --bogus"),
     ("eval-truncated-checkpoint", f"{EVAL} --load {{truncated}}", 2, "(truncated file)"),
@@ -138,7 +140,9 @@ def places(tmp_path_factory) -> dict[str, str]:
     for name, model_config in odd.items():
         paths[name] = mlp_xp.save_checkpoint(root / f"{name}.ckpt", model, epoch=1, model_config=model_config)
     config = mlp_xp.load_checkpoint(ckpt).meta["config"]
-    for name, changes in {"types_config": {"seed": "y", "batchnorm": 1}, "range_config": {"lr": -1.0}}.items():
+    altered = {"types_config": {"seed": "y", "batchnorm": 1}, "range_config": {"lr": -1.0},
+               "compiled": {"compile": True}}
+    for name, changes in altered.items():
         paths[name] = mlp_xp.save_checkpoint(
             root / f"{name}.ckpt", model, epoch=1, model_config=good, config={**config, **changes}
         )
@@ -217,7 +221,7 @@ def test_predict_grid_is_capped(places, capsys, tmp_path, monkeypatch):
 README_PLACES = {
     "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt",
     "keys": "keys.ckpt", "types": "types.ckpt", "names": "names.ckpt", "fifo": "PIPE",
-    "types_config": "config.ckpt", "range_config": "lr.ckpt",
+    "types_config": "config.ckpt", "range_config": "lr.ckpt", "compiled": "compiled.ckpt",
 }
 """How the README table writes the places of ``places``."""
 

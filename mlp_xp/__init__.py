@@ -6,15 +6,25 @@ array-api-strict; ``get_backend`` picks the library and device.
 
 from .backends import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import load_checkpoint, restore, save_checkpoint
-from .data import Dataset, DatasetNotFoundError, DeviceLoader, disc, load_dataset, synthetic, train_val_split
+from .data import (
+    Dataset,
+    DatasetNotFoundError,
+    DeviceLoader,
+    disc,
+    load_dataset,
+    load_idx_dir,
+    synthetic,
+    train_val_split,
+)
 from .export import export_onnx, from_torch, to_torch
+from .init import normal, uniform
 from .interop import predict
 from .layers import BatchNorm, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .mlp import make_mlp
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer, cosine_decay, exponential_decay, step_decay
-from .train import EpochProgress, History, TrainingDiverged, evaluate, fit, resume_point
+from .train import EpochProgress, History, TrainingDiverged, evaluate, fit, resume_point, train_step
 
 __version__ = "0.1.0"
 
@@ -45,14 +55,18 @@ __all__ = [
     "exponential_decay",
     "cosine_decay",
     "make_mlp",
+    "normal",
+    "uniform",
     "Dataset",
     "DatasetNotFoundError",
     "DeviceLoader",
     "load_dataset",
+    "load_idx_dir",
     "synthetic",
     "disc",
     "train_val_split",
     "fit",
+    "train_step",
     "evaluate",
     "History",
     "EpochProgress",

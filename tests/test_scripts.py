@@ -204,3 +204,16 @@ def test_scripts_leave_the_training_loop_to_fit(name):
     if name != "_common.py":
         names = {n.id for n in ast.walk(_trees()[name]) if isinstance(n, ast.Name)}
         assert "fit" in names, f"{name} does not train with fit"
+
+
+def test_readme_library_table_names_only_top_level_api():
+    """Each function and class README's library table lists is ``mlp_xp.<name>`` (the quick start
+    imports ``mlp_xp as mx``); the others it names are methods of models and layers, or keywords."""
+    readme = (SCRIPTS.parent / "README.md").read_text()
+    table = readme.split("| kind | what there is |", 1)[1].split("\n\n", 1)[0]
+    names = {name for name, after in re.findall(r"`([A-Za-z_]\w*)(.)", table) if after != "="}
+    model = mlp_xp.make_mlp(2, [2], 2).init("numpy")
+    methods = {name for name in names if hasattr(model, name) or hasattr(model.layers[0], name)}
+    assert len(names - methods) > 30
+    assert sorted(names - methods - set(mlp_xp.__all__)) == []
+    assert all(hasattr(mlp_xp, name) for name in mlp_xp.__all__)

@@ -52,14 +52,23 @@ def _backend_or_skip(spec: str) -> mlp_xp.Backend:
         pytest.skip(f"backend {spec!r} unavailable: {exc}")
 
 
-def _cupy_without_gpu(check) -> bool:
-    """Whether ``check`` is an array-API check on CuPy while CuPy cannot reach a GPU here (CuPy
-    installed without a CUDA driver makes sklearn's own device probe raise instead of skip)."""
+def _cuda_unusable(check) -> str | None:
+    """The CUDA library of ``check``'s arrays where it is an array-API check on CuPy or torch
+    CUDA and that library cannot reach a GPU here, else None. (CuPy installed without a CUDA
+    driver, or a CUDA build of torch on a machine without a GPU, makes sklearn's own device probe
+    raise or fail instead of skip.)"""
     keywords = getattr(check, "keywords", {})
-    namespaces = [keywords.get("array_namespace")]
-    namespaces += [getattr(keywords.get(k), "xp", None) for k in ("X_ns_and_device", "other_ns_and_device")]
-    if "cupy" not in namespaces:
-        return False
+    pairs = [(keywords.get("array_namespace"), keywords.get("device_name"))]
+    pairs += [(pair.xp, pair.device) for pair in map(keywords.get, ("X_ns_and_device", "other_ns_and_device")) if pair]
+    for namespace, device in pairs:
+        spec = "cuda" if namespace == "cupy" else "torch:cuda" if (namespace, device) == ("torch", "cuda") else None
+        if spec is None:
+            continue
+        try:
+            mlp_xp.get_backend(spec)
+        except mlp_xp.BackendUnavailableError:
+            return namespace
+    return None
     try:
         mlp_xp.get_backend("cuda")
     except mlp_xp.BackendUnavailableError:
@@ -85,8 +94,8 @@ def _float32_rounding(estimator) -> dict[str, str]:
 def test_sklearn_estimator_checks(estimator, check):
     """Every check of ``check_estimator``, including the array-API ones on NumPy,
     array-api-strict (CPU and device1) and torch CPU (CUDA, MPS, XPU variants skip themselves)."""
-    if _cupy_without_gpu(check):
-        pytest.skip("CuPy is installed but no CUDA device is usable on this machine")
+    if library := _cuda_unusable(check):
+        pytest.skip(f"{library} is installed but no CUDA device is usable for it on this machine")
     check(estimator)
 
 

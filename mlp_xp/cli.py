@@ -222,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     comm = Communicator()
     try:
         comm = world()
-        if _checkpoint_path(args) is None:
+        if (checkpoint := _checkpoint_path(args)) is None:
             check_arguments(args)
         else:  # the arguments not given come from the checkpoint: they are checked once taken
-            check_input_file(*_checkpoint_path(args))
+            check_input_file(*checkpoint)
         if args.command in ROOT_ONLY and not comm.is_root:  # under mpiexec rank 0 alone runs these
             return EXIT_OK
         with np.errstate(all="ignore"), _one_line_warnings(args.command):  # a NaN loss is reported as one error
@@ -434,10 +434,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint.meta["progress"]:
             check_order_against_checkpoint(args, checkpoint.meta["config"], args.resume)
     backend = rank_backend(args.device, comm)
-    if args.compile and not backend.compiles and "compile" not in args.given:  # taken from --resume's checkpoint
-        raise UsageError(f"{backend.spec} has no compiler, and {args.resume} holds a compiled run; "
-                         "give --no-compile to resume it eagerly here.")
     if args.compile and not backend.compiles:
+        if "compile" not in args.given:  # taken from --resume's checkpoint
+            raise UsageError(f"{backend.spec} has no compiler, and {args.resume} holds a compiled run; "
+                             "give --no-compile to resume it eagerly here.")
         backend.compile_step(train_step)  # raises the one-line CompileUnsupportedError, before any work
     data = _load_data(args, args.seed)
     if args.val_split:

@@ -135,6 +135,19 @@ def test_other_architecture_says_what_differs(tmp_path, numpy_backend):
         mlp_xp.restore(mlp_xp.load_checkpoint(tmp_path / "a.safetensors"), other)
 
 
+def test_batchnorm_of_another_eps_or_momentum_is_another_architecture(tmp_path, numpy_backend):
+    """eps and momentum change what BatchNorm computes: a checkpoint keeps them and checks them."""
+    model = mlp_xp.Sequential(mlp_xp.Linear(6, 4), mlp_xp.BatchNorm(4, eps=1e-3, momentum=0.3)).init(numpy_backend)
+    mlp_xp.save_checkpoint(tmp_path / "a.safetensors", model, epoch=0)
+    checkpoint = mlp_xp.load_checkpoint(tmp_path / "a.safetensors")
+    same = mlp_xp.Sequential(mlp_xp.Linear(6, 4), mlp_xp.BatchNorm(4, eps=1e-3, momentum=0.3)).init(numpy_backend)
+    mlp_xp.restore(checkpoint, same)
+    default = mlp_xp.Sequential(mlp_xp.Linear(6, 4), mlp_xp.BatchNorm(4)).init(numpy_backend)
+    saved = r"'batchnorm1: BatchNorm\(4, eps=0.001, momentum=0.3\)'"
+    with pytest.raises(ValueError, match=rf"checkpoint has {saved}, model has 'batchnorm1: BatchNorm\(4\)'"):
+        mlp_xp.restore(checkpoint, default)
+
+
 def test_write_is_atomic(tmp_path, numpy_backend, monkeypatch):
     path = _save(tmp_path / "run.safetensors")
     before = path.read_bytes()

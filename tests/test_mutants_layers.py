@@ -91,6 +91,8 @@ def test_batchnorm_defaults_repr_and_shapes():
     layer = BatchNorm(4)
     assert (layer.num_features, layer.eps, layer.momentum, layer.sync) == (4, 1e-5, 0.1, None)
     assert repr(layer) == "BatchNorm(4)"
+    assert repr(BatchNorm(4, eps=1e-3)) == "BatchNorm(4, eps=0.001)"
+    assert repr(BatchNorm(4, momentum=0.3)) == "BatchNorm(4, momentum=0.3)"
     assert layer.param_shapes() == {"gamma": (4,), "beta": (4,)}
     assert layer.output_features(4) == 4
 

@@ -30,7 +30,10 @@ class BatchNorm(Layer):
         self.sync: Callable[[Array, int], tuple[Array, int]] | None = None
 
     def __repr__(self) -> str:
-        return f"BatchNorm({self.num_features})"
+        """``BatchNorm(F)``, with ``eps`` and ``momentum`` where they differ from the defaults."""
+        changed = [("eps", self.eps, 1e-5), ("momentum", self.momentum, 0.1)]
+        extra = "".join(f", {name}={value!r}" for name, value, default in changed if value != default)
+        return f"BatchNorm({self.num_features}{extra})"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"gamma": (self.num_features,), "beta": (self.num_features,)}

@@ -21,12 +21,29 @@ X = RNG.standard_normal((64, IN)).astype(np.float32)
 Y = RNG.integers(0, CLASSES, 64)
 
 
-def _trained(backend, steps=8, **config):
-    """A BatchNorm + LeakyReLU + Dropout MLP after a few SGD steps (running stats far from 0/1)."""
+PRECISIONS = {
+    "float32": {"dtype": "float32"},
+    "float64-bn-eps1e-3-momentum0.3": {"dtype": "float64", "eps": 1e-3, "momentum": 0.3},
+}
+"""The default model, and one whose dtype, BatchNorm eps and momentum each differ from the defaults."""
+
+
+@pytest.fixture(params=list(PRECISIONS))
+def precision(request):
+    return PRECISIONS[request.param]
+
+
+def _trained(backend, steps=8, dtype="float32", eps=1e-5, momentum=0.1, **config):
+    """A BatchNorm(eps, momentum) + LeakyReLU + Dropout MLP in ``dtype`` after a few SGD steps
+    (running stats far from 0/1)."""
     config = {"activation": "leaky_relu", "batchnorm": True, "dropout": 0.2, **config}
-    model = mlp_xp.make_mlp(IN, [16, 8], CLASSES, **config).init(backend, seed=1)
+    model = mlp_xp.make_mlp(IN, [16, 8], CLASSES, **config)
+    for layer in model.layers:
+        if isinstance(layer, mlp_xp.BatchNorm):
+            layer.eps, layer.momentum = eps, momentum
+    model.init(backend, seed=1, dtype=dtype)
     optimizer, loss = mlp_xp.SGD(model, 0.1, momentum=0.9), mlp_xp.SoftmaxCrossEntropy()
-    x, y = backend.asarray(X + 2.0), backend.asarray(Y, "int64")
+    x, y = backend.asarray(X + 2.0, dtype), backend.asarray(Y, "int64")
     for _ in range(steps):
         loss.forward(model.forward(x), y)
         model.backward(loss.backward())
@@ -34,10 +51,13 @@ def _trained(backend, steps=8, **config):
     return model.eval()
 
 
-def _assert_same_logits(actual, expected):
-    """argmax identical; logits equal to 1e-5 relative to their scale (float32)."""
+def _assert_same_logits(actual, expected, float64_rtol=1e-10):
+    """Same dtype, argmax identical; logits equal to 1e-5 (float32) or ``float64_rtol`` (float64)
+    relative to their scale."""
+    assert actual.dtype == expected.dtype
     np.testing.assert_array_equal(actual.argmax(axis=1), expected.argmax(axis=1))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    tolerance = float64_rtol if expected.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
 
 
 @pytest.fixture(scope="module")
@@ -48,25 +68,31 @@ def torch():
 # -- PyTorch -----------------------------------------------------------------------------------
 
 
-def test_to_torch_computes_what_mlp_xp_computes(torch, numpy_backend):
-    model = _trained(numpy_backend)
+def test_to_torch_computes_what_mlp_xp_computes(torch, numpy_backend, precision):
+    model = _trained(numpy_backend, **precision)
     seq = mlp_xp.to_torch(model, batches_tracked=8)
     assert [name for name, _ in seq.named_children()] == model.names and not seq.training
     assert torch.equal(seq.hidden1.weight, torch.from_numpy(model["hidden1"].params["weight"].T))
+    assert {str(p.dtype) for p in seq.parameters()} == {f"torch.{model.dtype}"}
+    assert (seq.bn1.eps, seq.bn1.momentum) == (model["bn1"].eps, model["bn1"].momentum)
     assert seq.bn1.num_batches_tracked.item() == 8
     assert seq.drop1.p == 0.2 and seq.act1.negative_slope == 0.01
+    x = X.astype(model.dtype)
     with torch.no_grad():
-        logits = seq(torch.from_numpy(X)).numpy()
-    _assert_same_logits(logits, model.forward(X))
+        logits = seq(torch.from_numpy(x)).numpy()
+    _assert_same_logits(logits, model.forward(x))
 
 
-def test_mlp_xp_to_torch_to_mlp_xp_is_exact(torch, backend, numpy_backend):
-    model = _trained(numpy_backend)
-    back = mlp_xp.from_torch(mlp_xp.to_torch(model), backend=backend)
+def test_mlp_xp_to_torch_to_mlp_xp_is_exact(torch, backend, numpy_backend, precision):
+    """Exact in the model's dtype; a float64 model goes to a float32-only device when asked to."""
+    model = _trained(numpy_backend, **precision)
+    dtype = model.dtype if model.dtype in backend.xp.__array_namespace_info__().dtypes(device=backend.device) else None
+    back = mlp_xp.from_torch(mlp_xp.to_torch(model), backend=backend, dtype=dtype or "float32")
     assert back.names == model.names and [repr(a) for a in back] == [repr(b) for b in model]
-    assert back.dtype == "float32" and not back.layers[0].training
+    assert (back["bn1"].eps, back["bn1"].momentum) == (model["bn1"].eps, model["bn1"].momentum)
+    assert back.dtype == (dtype or "float32") and not back.layers[0].training
     for key, value in model.state().items():
-        np.testing.assert_array_equal(backend.to_numpy(back.state()[key]), value)
+        np.testing.assert_array_equal(backend.to_numpy(back.state()[key]), value.astype(back.dtype))
 
 
 def test_torch_model_imports_with_default_names_and_same_outputs(torch, backend):
@@ -116,16 +142,17 @@ def test_from_torch_names_what_it_cannot_import(torch, module, message):
         mlp_xp.from_torch(seq, backend="numpy")
 
 
-def test_torch_state_file_loads_into_the_printed_sequential(torch, tmp_path, numpy_backend):
+def test_torch_state_file_loads_into_the_printed_sequential(torch, tmp_path, numpy_backend, precision):
     from mlp_xp.export import save_torch_state, torch_source
 
-    model = _trained(numpy_backend)
+    model = _trained(numpy_backend, **precision)
     path = save_torch_state(model, tmp_path / "weights.safetensors", batches_tracked=8)
     namespace: dict = {}
     exec(torch_source(model, path), namespace)  # load_state_dict is strict: every key and shape must fit
+    x = X.astype(model.dtype)
     with torch.no_grad():
-        logits = namespace["model"](torch.from_numpy(X)).numpy()
-    _assert_same_logits(logits, model.forward(X))
+        logits = namespace["model"](torch.from_numpy(x)).numpy()  # in the model's dtype: load_state_dict would cast
+    _assert_same_logits(logits, model.forward(x))
 
 
 # -- ONNX --------------------------------------------------------------------------------------
@@ -142,29 +169,41 @@ def _run_onnx(onnxruntime, path, x):
     return session.run(None, {"input": x})[0]
 
 
-def test_onnx_graph_folds_batchnorm_drops_dropout_and_matches(onnxruntime, tmp_path, numpy_backend):
-    model = _trained(numpy_backend)
+ONNX_FLOAT64_RTOL = 1e-8
+"""ONNX float attributes (LeakyRelu's alpha, BatchNormalization's epsilon) are float32: a float64
+model's outputs move by a few 1e-9 relative (3.7e-9 seen)."""
+
+
+def test_onnx_graph_folds_batchnorm_drops_dropout_and_matches(onnxruntime, tmp_path, numpy_backend, precision):
+    from onnx import helper
+
+    model = _trained(numpy_backend, **precision)
     proto = mlp_xp.export_onnx(model, tmp_path / "m.onnx", class_names=["a", "b", "c", "d"])
     assert [node.op_type for node in proto.graph.node] == ["Gemm", "LeakyRelu", "Gemm", "LeakyRelu", "Gemm"]
     assert proto.opset_import[0].version == 17
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert proto.graph.input[0].type.tensor_type.elem_type == helper.np_dtype_to_tensor_dtype(np.dtype(model.dtype))
     assert json.loads({p.key: p.value for p in proto.metadata_props}["class_names"]) == ["a", "b", "c", "d"]
+    x = X.astype(model.dtype)
     for rows in (1, 64):  # the batch dimension is dynamic
-        _assert_same_logits(_run_onnx(onnxruntime, tmp_path / "m.onnx", X[:rows]), model.forward(X[:rows]))
+        actual = _run_onnx(onnxruntime, tmp_path / "m.onnx", x[:rows])
+        _assert_same_logits(actual, model.forward(x[:rows]), ONNX_FLOAT64_RTOL)
 
 
-def test_onnx_unfoldable_batchnorm_and_every_activation(onnxruntime, tmp_path, numpy_backend):
+def test_onnx_unfoldable_batchnorm_and_every_activation(onnxruntime, tmp_path, numpy_backend, precision):
+    bn = {key: precision[key] for key in ("eps", "momentum") if key in precision}
     model = mlp_xp.Sequential(
-        mlp_xp.BatchNorm(IN), mlp_xp.Linear(IN, 10), mlp_xp.ReLU(), mlp_xp.Linear(10, 8), mlp_xp.Sigmoid(),
+        mlp_xp.BatchNorm(IN, **bn), mlp_xp.Linear(IN, 10), mlp_xp.ReLU(), mlp_xp.Linear(10, 8), mlp_xp.Sigmoid(),
         mlp_xp.Linear(8, 6), mlp_xp.LeakyReLU(0.3), mlp_xp.Linear(6, 6), mlp_xp.Tanh(), mlp_xp.Linear(6, CLASSES),
         mlp_xp.Softmax(),
-    ).init(numpy_backend, seed=2)  # fmt: skip
-    model.train().forward(X + 1.0)  # running stats that are not 0 and 1
+    ).init(numpy_backend, seed=2, dtype=precision["dtype"])  # fmt: skip
+    x = X.astype(model.dtype)
+    model.train().forward(x + 1.0)  # running stats that are not 0 and 1
     model.eval()
     proto = mlp_xp.export_onnx(model, tmp_path / "m.onnx")
     ops = " ".join(node.op_type for node in proto.graph.node)
     assert ops == "BatchNormalization Gemm Relu Gemm Sigmoid Gemm LeakyRelu Gemm Tanh Gemm Softmax"
-    _assert_same_logits(_run_onnx(onnxruntime, tmp_path / "m.onnx", X), model.forward(X))
+    _assert_same_logits(_run_onnx(onnxruntime, tmp_path / "m.onnx", x), model.forward(x), ONNX_FLOAT64_RTOL)
 
 
 def test_onnx_export_refuses_what_it_cannot_write(onnxruntime, tmp_path, numpy_backend):

@@ -191,24 +191,33 @@ def test_cli_train_on_two_processes_matches_one(mpiexec, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "n, batch, size, sync, refused",
-    [(129, 64, 1, False, True), (130, 64, 1, False, False), (131, 64, 2, False, True), (131, 64, 2, True, False),
-     (132, 64, 2, False, False)],
+    "n, batch, size, sync, refused, rows",
+    [(129, 64, 1, False, True, ()), (130, 64, 1, False, False, ()), (131, 64, 2, False, True, ()),
+     (131, 64, 2, True, False, ()), (132, 64, 2, False, False, ()), (5, 4, 1, False, False, (2,)),
+     (5, 4, 1, False, True, (1,)), (5, 4, 1, False, False, (1, 2))],
 )  # fmt: skip
-def test_batchnorm_with_a_one_sample_batch_is_refused_before_training(numpy_backend, n, batch, size, sync, refused):
+def test_batchnorm_with_a_one_sample_batch_is_refused_before_training(
+    numpy_backend, n, batch, size, sync, refused, rows
+):
     """A last batch of 1 (one process), or of 3 split 1 / 2 (two, unless synchronised), is
-    refused when fit starts, not at the end of the first epoch."""
+    refused when fit starts, not at the end of the first epoch. With (N, ..., F) inputs the batch
+    statistics are over every row: one sample of (2, F) rows is enough, one of (1, F) is not."""
     model = mlp_xp.make_mlp(3, [4], 2, batchnorm=True).init(numpy_backend)
     comm = _Rank(0, size)
     if sync:
         synchronise_batchnorm(model, comm)
-    x, y = np.ones((n, 3), dtype=np.float32), np.zeros(n, dtype=np.int64)
+    x, y = np.ones((n, *rows, 3), dtype=np.float32), np.zeros((n, *rows), dtype=np.int64)
     loader = mlp_xp.DeviceLoader(x, y, numpy_backend, batch_size=batch, comm=comm)
     before = numpy_backend.to_numpy(model.flat.data).copy()
     if refused:
         with pytest.raises(ValueError, match=f"needs two samples of every batch .* holds {n % batch} of {n} samples"):
             mlp_xp.fit(model, mlp_xp.SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=1, progress=False)
         np.testing.assert_array_equal(numpy_backend.to_numpy(model.flat.data), before)  # nothing trained
+    elif size == 1:  # the whole epoch trains, its last batch included
+        history = mlp_xp.fit(
+            model, mlp_xp.SoftmaxCrossEntropy(), mlp_xp.SGD(model, 0.1), loader, epochs=1, progress=False, log=None
+        )
+        assert history.last["epoch"] == 1
     else:  # fit would go on (rank 0 of a stand-in world: its synchronised statistics would not be)
         _check_batch_statistics(model, loader)
 

@@ -123,9 +123,10 @@ def _check_train(args: argparse.Namespace) -> None:
     if args.resume:
         check_input_file("--resume", args.resume)
     outputs = {"--save": args.save, "--metrics-json": args.metrics_json, "--plot": args.plot}
+    saves_back = bool(args.resume) and "save" not in args.given  # cmd_train then sets --save to --resume's file
     for flag, path in outputs.items():
         if path:
-            _output_file(flag, path)
+            _output_file(flag, path, SAVES_BACK if flag == "--save" and saves_back else "")
     if args.plot:
         _png_with_matplotlib("--plot", args.plot)
     # --save may overwrite the checkpoint it resumed from (it does unless given); the other outputs may not
@@ -203,19 +204,23 @@ def check_input_file(flag: str, path: str) -> None:
         raise UsageError(f"{flag} {path} is not a regular file (a FIFO, socket or device)")
 
 
-def _output_file(flag: str, path: str) -> None:
+SAVES_BACK = "a resumed run saves back to its --resume file unless --save names another"
+
+
+def _output_file(flag: str, path: str, note: str = "") -> None:
     """``path`` is not a directory, and its directory (or, when that does not exist yet, its
-    nearest existing ancestor, where the missing directories would be created) accepts a file."""
-    target = Path(path)
+    nearest existing ancestor, where the missing directories would be created) accepts a file;
+    ``note`` ends a refusal."""
+    target, end = Path(path), f"; {note}" if note else ""
     if target.is_dir():
-        raise UsageError(f"{flag} {path} is a directory; give a file name inside it")
+        raise UsageError(f"{flag} {path} is a directory; give a file name inside it{end}")
     existing = next(parent for parent in target.absolute().parents if parent.exists())
     if not existing.is_dir():
-        raise UsageError(f"{flag} {path}: {existing} is a file, not a directory")
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a directory{end}")
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".mlp-xp-write-test-")
     except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot write in {existing} ({exc.strerror})") from None
+        raise UsageError(f"{flag} {path}: cannot write in {existing} ({exc.strerror}){end}") from None
     os.close(fd)
     os.unlink(probe)
 

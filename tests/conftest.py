@@ -18,9 +18,11 @@ JAX, array-api-strict) fails instead, and only a missing CUDA device still skips
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import os
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -154,21 +156,32 @@ def fashion_mnist() -> mlp_xp.Dataset:
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A directory in which no file can be created: a read-only tmpfs mounted there when running as
-    root (root ignores permission bits), else mode 0o555. Skips where neither makes it read-only."""
+    """A directory in which no file can be created (see ``read_only_dir_with``)."""
+    with read_only_dir_with(tmp_path, lambda path: None) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def read_only_dir_with(tmp_path: Path, fill):
+    """A directory that ``fill(path)`` writes files into, then made read-only: a tmpfs mounted
+    there and remounted read-only when running as root (root ignores permission bits), else mode
+    0o555. Skips where neither makes it read-only."""
     import subprocess
 
     path = tmp_path / "read-only"
     path.mkdir()
     mounted = False
     if os.geteuid() == 0:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)], capture_output=True)
         mounted = done.returncode == 0
-    else:
-        path.chmod(0o555)
     try:
         if not mounted and os.geteuid() == 0:
-            pytest.skip("running as root, and mounting a read-only tmpfs is not permitted here")
+            pytest.skip("running as root, and mounting a tmpfs is not permitted here")
+        fill(path)
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        else:
+            path.chmod(0o555)
         try:
             (path / "probe").touch()
         except OSError:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_only_dir_with
 
 import mlp_xp
 from mlp_xp.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
@@ -142,6 +143,25 @@ def test_read_only_output_directory_is_reported_before_training(read_only_dir, c
     out, err = capsys.readouterr()
     assert code == EXIT_USAGE and out == "", "reported before any work (no data, no model summary)"
     assert err.count("\n") == 1 and err.startswith(f"mlp-xp train: error: {flag} {target}: cannot write in")
+
+
+def test_resuming_from_a_read_only_directory_says_where_it_would_save(tmp_path, capsys):
+    """A resumed run saves back to its checkpoint: where that cannot be written, the error says
+    so and names --save, before training; with --save elsewhere the run goes on."""
+
+    def checkpoint(path):
+        assert main([*_SYNTHETIC_TRAIN, "--epochs", "1", "--save", str(path / "run.ckpt"), "--quiet"]) == 0
+
+    with read_only_dir_with(tmp_path, checkpoint) as directory:
+        capsys.readouterr()
+        resume = ["train", "--resume", str(directory / "run.ckpt"), "--epochs", "2"]
+        assert main(resume) == EXIT_USAGE
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1
+        assert err.startswith(f"mlp-xp train: error: --save {directory / 'run.ckpt'}: cannot write in {directory} (")
+        assert err.endswith("; a resumed run saves back to its --resume file unless --save names another\n")
+        assert main([*resume, "--save", str(tmp_path / "elsewhere.ckpt"), "--quiet"]) == 0
+    assert mlp_xp.load_checkpoint(tmp_path / "elsewhere.ckpt").meta["epoch"] == 2
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------

@@ -237,3 +237,20 @@ def test_compile_seconds_are_first_epoch_less_median_for_compiled_methods_only()
     first = {"package_compiled": 3.0, "jax_scan": 1.0, "hand": 9.0}
     medians = {"package_compiled": 1.0, "jax_scan": 2.0, "hand": 1.0}
     assert report.compile_seconds(first, medians) == {"package_compiled": 2.0, "jax_scan": 0.0}
+
+
+def test_a_compiled_cpu_run_times_mlp_xp_eager_on_numpy_beside_it():
+    """Compiled JAX on the CPU is measured against mlp_xp's NumPy eager epoch in the same rounds
+    (the ratio issue 9 sets a target for): the comp/np column, from the same work and weights."""
+    require_module("jax")
+    run = bench.CaseRun(dataclasses.replace(TINY, spec="jax"), rounds=2, torch=False, compile=True)
+    assert run.methods[bench.PACKAGE_NUMPY].backend.name == "numpy"
+    record = run.run_all()
+    ratio = record["compiled_ratios"][bench.PACKAGE_NUMPY]
+    times = record["seconds"]
+    per_round = [a / b for a, b in zip(times[bench.PACKAGE_COMPILED], times[bench.PACKAGE_NUMPY])]
+    assert ratio["median"] == pytest.approx(statistics.median(per_round), rel=1e-12)
+    assert record["agreement"][bench.PACKAGE_NUMPY]["max_abs_diff"] < COMPARATOR_ATOL
+    header, _, row = bench.format_table([record]).splitlines()[:3]
+    end = header.index("comp/np") + len("comp/np")  # columns of numbers are right-aligned
+    assert row[:end].split()[-1] == f"{ratio['median']:.2f}"

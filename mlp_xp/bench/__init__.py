@@ -3,7 +3,8 @@
 A *case* (``cases.Case``) is (backend, model, batch size, data storage, optimizer). Every
 *method* of a case (``comparators``) trains the same model from the same initial weights on
 the same learnable data in the same sample order, one full epoch at a time: mlp_xp eager
-(``package``) and compiled (``package_compiled``), a same-math hand loop in NumPy/CuPy
+(``package``) and compiled (``package_compiled``, with mlp_xp eager on NumPy
+``package_numpy`` beside it on a CPU), a same-math hand loop in NumPy/CuPy
 (``hand``), the shared reference loop (``reference``), PyTorch eager (``torch``) and a
 hand-written ``jax.jit`` + ``lax.scan`` epoch (``jax_scan``). ``harness.CaseRun`` runs them
 interleaved round by round; ``report`` turns the timings into a record (ratios, compile
@@ -17,6 +18,7 @@ from .harness import (
     JAX_SCAN,
     PACKAGE,
     PACKAGE_COMPILED,
+    PACKAGE_NUMPY,
     REFERENCE,
     SGEMM,
     TORCH,
@@ -45,6 +47,7 @@ __all__ = [
     "JAX_SCAN",
     "PACKAGE",
     "PACKAGE_COMPILED",
+    "PACKAGE_NUMPY",
     "REFERENCE",
     "SGEMM",
     "TORCH",

@@ -17,6 +17,7 @@ from .comparators import HandEpoch, JaxScanEpoch, PackageEpoch, TorchEpoch
 
 PACKAGE, PACKAGE_COMPILED, SGEMM = "package", "package_compiled", "sgemm"
 HAND, REFERENCE, TORCH, JAX_SCAN, PACKAGE_FLOAT32 = "hand", "reference", "torch", "jax_scan", "package_float32"
+PACKAGE_NUMPY = "package_numpy"
 COMPILED_METHODS = (PACKAGE_COMPILED, JAX_SCAN)
 
 
@@ -97,7 +98,9 @@ class CaseRun:
     """The methods of one case and their timings.
 
     Methods: ``package`` (eager) always; ``package_compiled`` with ``compile`` on a backend
-    that compiles (JAX, torch); ``hand`` (same math, NumPy or CuPy), ``reference`` (the same
+    that compiles (JAX, torch), and then ``package_numpy`` (mlp_xp eager on NumPy: what the
+    compiled step is to beat on a CPU) where that backend is not NumPy on the CPU; ``hand``
+    (same math, NumPy or CuPy), ``reference`` (the same
     loop without metrics; SGD only), ``torch`` (eager, unless ``torch=False``) and, with
     ``compile``, ``jax_scan`` where JAX sees the backend's kind of device. uint8 cases time
     ``package_float32`` (the same data stored as float32) instead of reference/torch/JAX; the
@@ -118,6 +121,8 @@ class CaseRun:
         self.methods: dict[str, Any] = {PACKAGE: PackageEpoch(backend, x, y, case)}
         if compile and backend.compiles:
             self.methods[PACKAGE_COMPILED] = PackageEpoch(backend, x, y, case, compile=True)
+            if not backend.is_gpu:
+                self.methods[PACKAGE_NUMPY] = PackageEpoch(get_backend("numpy"), x, y, case)
         if case.storage != "float32":
             self.methods[PACKAGE_FLOAT32] = PackageEpoch(backend, xf, y, case)
         weights = initial_weights(case.hidden)

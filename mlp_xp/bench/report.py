@@ -255,6 +255,7 @@ COLUMNS = (
     ("eager/torch", "ratios", "torch"),
     ("eager/jax", "ratios", "jax_scan"),
     ("comp/eager", "compiled_ratios", "package"),
+    ("comp/np", "compiled_ratios", "package_numpy"),
     ("comp/torch", "compiled_ratios", "torch"),
     ("comp/jax", "compiled_ratios", "jax_scan"),
 )
@@ -301,7 +302,8 @@ def format_table(records: list[dict[str, Any]]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     notes = textwrap.wrap(
         "ratios: epoch time of A / epoch time of B, median of interleaved per-round ratios (min/min in the JSON); "
-        "> 1: A is slower. eager = mlp_xp fit, comp = mlp_xp fit(compile=True), hand = same math in NumPy/CuPy "
+        "> 1: A is slower. eager = mlp_xp fit, comp = mlp_xp fit(compile=True), np = mlp_xp fit on NumPy, "
+        "hand = same math in NumPy/CuPy "
         "incl. loss and correct count, ref = shared/reference numpy_epoch (no metrics), torch = PyTorch eager, "
         "jax = hand-written jax.jit + lax.scan epoch. compile s = first epoch - median epoch (0 within noise). "
         "ops/step: array operations per training step (mlp_xp.opcount). % peak: of the sgemm rate of the "

@@ -37,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 
 from .errors import FileFormatError
 from .files import write_atomically
-from .model import Sequential
+from .model import DTYPES, Sequential
 from .optim import Optimizer
 
 FORMAT = "mlp_xp.checkpoint/2"
@@ -370,6 +370,8 @@ def _checkpoint(path: str | os.PathLike, meta: dict[str, Any], tensors: dict[str
     for key, kind in expected.items():
         if key in meta and not isinstance(meta[key], kind):
             raise FileFormatError(f"{path}: metadata {key!r} has the wrong type: {meta[key]!r:.80}.")
+    if meta["dtype"] not in DTYPES:
+        raise FileFormatError(f"{path}: metadata 'dtype' is {meta['dtype']!r:.40}; models are float32 or float64.")
     if "optimizer" in meta and not isinstance(meta["optimizer"].get("steps"), int):
         raise FileFormatError(f"{path}: metadata 'optimizer' has no integer 'steps'.")
     for entry in meta["progress"] or []:

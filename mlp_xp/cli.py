@@ -434,6 +434,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint.meta["progress"]:
             check_order_against_checkpoint(args, checkpoint.meta["config"], args.resume)
     backend = rank_backend(args.device, comm)
+    if args.dtype not in backend.float_dtypes:
+        held = "" if "dtype" in args.given else f", and {args.resume} holds a {args.dtype} run"
+        raise UsageError(f"{backend.spec} has no {args.dtype} on its device{held}; give --dtype float32")
     if args.compile and not backend.compiles:
         if "compile" not in args.given:  # taken from --resume's checkpoint
             raise UsageError(f"{backend.spec} has no compiler, and {args.resume} holds a compiled run; "

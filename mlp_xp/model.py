@@ -10,6 +10,17 @@ from .backends import Backend, get_backend, host_rng
 from .layers.base import Layer, Skipped
 from .params import FlatParameters
 
+DTYPES = ("float32", "float64")
+"""The dtypes a model is made in: float32 by default, float64 where asked (gradient checks)."""
+
+
+def check_dtype(backend: Backend, dtype: str) -> None:
+    """``ValueError`` unless ``dtype`` is one of ``DTYPES`` and ``backend``'s device holds it."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not a model dtype: choose 'float32' (the default) or 'float64'.")
+    if dtype not in backend.float_dtypes:
+        raise ValueError(f"{backend.spec} has no {dtype} on its device; use float32 there.")
+
 
 def default_layer_name(layer: Layer, index: int) -> str:
     """The name ``Sequential`` gives an unnamed layer at ``index``: ``linear0``, ``relu1``..."""
@@ -71,6 +82,7 @@ class Sequential:
         """Create every parameter on ``backend`` in ``dtype``; the same seed gives the same
         initial weights on every backend (drawn on the host, uploaded once)."""
         backend = get_backend(backend)
+        check_dtype(backend, dtype)
         rng = host_rng(seed)
         for layer in self.layers:
             layer.init(backend, rng, dtype)
@@ -114,6 +126,7 @@ class Sequential:
         self._require_init()
         source, target = self.backend, get_backend(backend)
         dtype = dtype or self.dtype
+        check_dtype(target, dtype)
         self.load_state(moved(self.state(), source, target, dtype))
         for layer in self.layers:
             if getattr(layer, "rng", None) is not None:

@@ -265,6 +265,10 @@ BAD_FILES = {
         lambda good: _with_header(good, _metadata("format", "mlp_xp.checkpoint/9")),
         r"has checkpoint format 'mlp_xp.checkpoint/9'",
     ),
+    "a dtype models are not made in": (
+        lambda good: _with_header(good, _metadata("dtype", "float16")),
+        r"metadata 'dtype' is 'float16'; models are float32 or float64",
+    ),
     "metadata not JSON": (lambda good: _with_header(good, _metadata("layers", "[oops")), r"'layers' is not valid JSON"),
     "metadata of the wrong type": (
         lambda good: _with_header(good, _metadata("epoch", '"two"')),

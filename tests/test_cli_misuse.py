@@ -72,6 +72,10 @@ CASES = [
     ("compile-without-compiler", f"{TRAIN} --compile", 2, "numpy has no compiler: --compile works on jax, jax:cuda"),
     ("resume-compiled-without-compiler", f"{TRAIN} --resume {{compiled}} --epochs 2", 2,
      "numpy has no compiler, and {compiled} holds a compiled run; give --no-compile to resume it eagerly here."),
+    ("float64-on-a-float32-device", f"{TRAIN} --device array-api-strict:no_float64 --dtype float64", 2,
+     "array-api-strict:no_float64 has no float64 on its device; give --dtype float32"),
+    ("resume-float64-on-a-float32-device", f"{TRAIN} --resume {{float64}} --device array-api-strict:no_float64 "
+     "--epochs 2", 2, "has no float64 on its device, and {float64} holds a float64 run; give --dtype float32"),
     ("epochs-not-a-number", "train --epochs ten", 2, "argument --epochs: invalid int value: 'ten'"),
     ("unknown-option", "train --bogus", 2, "unrecognized arguments: --bogus"),
     ("eval-truncated-checkpoint", f"{EVAL} --load {{truncated}}", 2, "(truncated file)"),
@@ -141,7 +145,7 @@ def places(tmp_path_factory) -> dict[str, str]:
         paths[name] = mlp_xp.save_checkpoint(root / f"{name}.ckpt", model, epoch=1, model_config=model_config)
     config = mlp_xp.load_checkpoint(ckpt).meta["config"]
     altered = {"types_config": {"seed": "y", "batchnorm": 1}, "range_config": {"lr": -1.0},
-               "compiled": {"compile": True}}
+               "compiled": {"compile": True}, "float64": {"dtype": "float64"}}
     for name, changes in altered.items():
         paths[name] = mlp_xp.save_checkpoint(
             root / f"{name}.ckpt", model, epoch=1, model_config=good, config={**config, **changes}
@@ -222,6 +226,7 @@ README_PLACES = {
     "data": "DATA", "small": "SMALL", "four": "FOUR", "tmp": "TMP", "ckpt": "run.ckpt", "truncated": "cut.ckpt",
     "keys": "keys.ckpt", "types": "types.ckpt", "names": "names.ckpt", "fifo": "PIPE",
     "types_config": "config.ckpt", "range_config": "lr.ckpt", "compiled": "compiled.ckpt",
+    "float64": "float64.ckpt",
 }
 """How the README table writes the places of ``places``."""
 

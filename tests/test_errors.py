@@ -315,6 +315,31 @@ def test_to_other_dtype(numpy_backend):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "int32", "bfloat16", "f8"])
+def test_a_model_is_float32_or_float64(numpy_backend, dtype):
+    """Other dtypes are refused by name, in init and in to (before: float16 and int32 models were
+    made, and unknown names raised AttributeError)."""
+    with pytest.raises(ValueError, match=rf"dtype '{dtype}' is not a model dtype: choose 'float32' .* or 'float64'"):
+        small_model(numpy_backend, dtype=dtype)
+    model = small_model(numpy_backend)
+    with pytest.raises(ValueError, match=rf"dtype '{dtype}' is not a model dtype"):
+        model.to(numpy_backend, dtype=dtype)
+    assert model.dtype == "float32"
+
+
+def test_float64_on_a_float32_only_device_is_refused_by_name():
+    """A device without float64 (Apple's MPS, array-api-strict's no_float64) refuses a float64
+    model in one line naming the backend, in init and in to; float32 goes there."""
+    device = mlp_xp.get_backend("array-api-strict:no_float64")
+    assert device.float_dtypes == ["float32"] and mlp_xp.get_backend("numpy").float_dtypes == ["float32", "float64"]
+    with pytest.raises(ValueError, match=r"^array-api-strict:no_float64 has no float64 on its device; use float32"):
+        small_model(device, dtype="float64")
+    model = small_model("numpy", dtype="float64")
+    with pytest.raises(ValueError, match=r"^array-api-strict:no_float64 has no float64 on its device"):
+        model.to(device)
+    assert model.to(device, dtype="float32").dtype == "float32"
+
+
 def test_load_state_wrong_shapes(numpy_backend):
     model = Sequential(Linear(4, 6), BatchNorm(6), Linear(6, 3)).init(numpy_backend)
     other = Sequential(Linear(4, 5), BatchNorm(5), Linear(5, 3)).init(numpy_backend)

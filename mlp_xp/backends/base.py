@@ -5,8 +5,9 @@ array-api-compat namespace) and ``device``; everything the standard leaves out i
 here, overridden by the one module per library (``numpy``, ``cupy``, ``torch``, ``strict``,
 ``jax``) where that library does it differently:
 
-``asarray(host, dtype)`` / ``to_numpy(x)``
-    The way onto the device and the one way back to the host (NumPy is the host format).
+``asarray(host, dtype)`` / ``to_numpy(x)`` / ``float_dtypes``
+    The way onto the device and the one way back to the host (NumPy is the host format); the
+    floating dtypes the device holds.
 ``random(seed)``
     A seeded ``DeviceRandom`` that creates arrays on the device (normal, uniform, permutation,
     Bernoulli masks).
@@ -188,6 +189,12 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.spec!r}, device={self.device!r})"
+
+    @property
+    def float_dtypes(self) -> list[str]:
+        """Names of the real floating dtypes this device holds (``["float32"]`` on a float32-only
+        device), from the standard's inspection API."""
+        return list(self.xp.__array_namespace_info__().dtypes(device=self.device, kind="real floating"))
 
     def dtype(self, dtype: Any) -> Any:
         """The namespace dtype for a name such as ``"float32"`` (dtypes pass through)."""

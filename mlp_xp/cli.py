@@ -636,11 +636,15 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Backend, Checkpoint]:
         raise ValueError(f"{args.load} has no model config; it was not written by `mlp-xp train`.")
     _check_model_config(args.load, model_config)
     backend = get_backend(args.device)
+    dtype = checkpoint.meta["dtype"]
+    if dtype not in backend.float_dtypes:
+        raise UsageError(f"{args.load} holds a {dtype} model, and {backend.spec} has no {dtype} on its device; "
+                         "choose a --device that has it (e.g. --device cpu)")
     try:
         architecture = make_mlp(**model_config)
     except ValueError as exc:  # an unknown activation or initialiser
         raise FileFormatError(f"{args.load}: its model_config does not describe an MLP: {exc}") from exc
-    model = architecture.init(backend, dtype=checkpoint.meta["dtype"])
+    model = architecture.init(backend, dtype=dtype)
     restore(checkpoint, model)
     return model.eval(), backend, checkpoint
 

@@ -185,9 +185,10 @@ def read_only_dir_with(tmp_path: Path, fill):
         try:
             (path / "probe").touch()
         except OSError:
-            yield path
+            pass  # read-only; the test runs outside this handler
         else:
             pytest.skip(f"{path} accepts new files despite being made read-only")
+        yield path
     finally:
         if mounted:
             subprocess.run(["umount", str(path)], check=True)

@@ -76,6 +76,9 @@ CASES = [
      "array-api-strict:no_float64 has no float64 on its device; give --dtype float32"),
     ("resume-float64-on-a-float32-device", f"{TRAIN} --resume {{float64}} --device array-api-strict:no_float64 "
      "--epochs 2", 2, "has no float64 on its device, and {float64} holds a float64 run; give --dtype float32"),
+    ("eval-float64-on-a-float32-device", f"{EVAL} --load {{float64}} --device array-api-strict:no_float64", 2,
+     "{float64} holds a float64 model, and array-api-strict:no_float64 has no float64 on its device; choose a "
+     "--device that has it (e.g. --device cpu)"),
     ("epochs-not-a-number", "train --epochs ten", 2, "argument --epochs: invalid int value: 'ten'"),
     ("unknown-option", "train --bogus", 2, "unrecognized arguments: --bogus"),
     ("eval-truncated-checkpoint", f"{EVAL} --load {{truncated}}", 2, "(truncated file)"),
@@ -145,11 +148,15 @@ def places(tmp_path_factory) -> dict[str, str]:
         paths[name] = mlp_xp.save_checkpoint(root / f"{name}.ckpt", model, epoch=1, model_config=model_config)
     config = mlp_xp.load_checkpoint(ckpt).meta["config"]
     altered = {"types_config": {"seed": "y", "batchnorm": 1}, "range_config": {"lr": -1.0},
-               "compiled": {"compile": True}, "float64": {"dtype": "float64"}}
+               "compiled": {"compile": True}}
     for name, changes in altered.items():
         paths[name] = mlp_xp.save_checkpoint(
             root / f"{name}.ckpt", model, epoch=1, model_config=good, config={**config, **changes}
         )
+    float64 = mlp_xp.make_mlp(784, [8], 3).init("numpy", dtype="float64")
+    paths["float64"] = mlp_xp.save_checkpoint(
+        root / "float64.ckpt", float64, epoch=1, model_config=good, config={**config, "dtype": "float64"}
+    )
     os.mkfifo(root / "pipe")
     paths["fifo"] = root / "pipe"
     return {**{k: str(v) for k, v in paths.items()}, "ckpt": str(ckpt), "truncated": str(truncated)}

@@ -86,11 +86,11 @@ def test_to_torch_computes_what_mlp_xp_computes(torch, numpy_backend, precision)
 def test_mlp_xp_to_torch_to_mlp_xp_is_exact(torch, backend, numpy_backend, precision):
     """Exact in the model's dtype; a float64 model goes to a float32-only device when asked to."""
     model = _trained(numpy_backend, **precision)
-    dtype = model.dtype if model.dtype in backend.xp.__array_namespace_info__().dtypes(device=backend.device) else None
-    back = mlp_xp.from_torch(mlp_xp.to_torch(model), backend=backend, dtype=dtype or "float32")
+    dtype = None if model.dtype in backend.float_dtypes else "float32"  # None: the torch parameters' dtype
+    back = mlp_xp.from_torch(mlp_xp.to_torch(model), backend=backend, dtype=dtype)
     assert back.names == model.names and [repr(a) for a in back] == [repr(b) for b in model]
     assert (back["bn1"].eps, back["bn1"].momentum) == (model["bn1"].eps, model["bn1"].momentum)
-    assert back.dtype == (dtype or "float32") and not back.layers[0].training
+    assert back.dtype == (dtype or model.dtype) and not back.layers[0].training
     for key, value in model.state().items():
         np.testing.assert_array_equal(backend.to_numpy(back.state()[key]), value.astype(back.dtype))
 

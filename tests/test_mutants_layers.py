@@ -93,6 +93,7 @@ def test_batchnorm_defaults_repr_and_shapes():
     assert repr(layer) == "BatchNorm(4)"
     assert repr(BatchNorm(4, eps=1e-3)) == "BatchNorm(4, eps=0.001)"
     assert repr(BatchNorm(4, momentum=0.3)) == "BatchNorm(4, momentum=0.3)"
+    assert repr(BatchNorm(4, eps=np.float64(1e-3), momentum=1)) == "BatchNorm(4, eps=0.001, momentum=1.0)"
     assert layer.param_shapes() == {"gamma": (4,), "beta": (4,)}
     assert layer.output_features(4) == 4
 

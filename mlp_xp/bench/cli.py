@@ -54,8 +54,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="also time fit(compile=True) on backends that compile (jax, torch) and a hand-written "
-        "jax.jit + lax.scan epoch where JAX sees the backend's kind of device",
+        help="also time fit(compile=True) on backends that compile (jax, torch), mlp_xp eager on NumPy "
+        "beside it on the CPU, and a hand-written jax.jit + lax.scan epoch where JAX sees the backend's kind "
+        "of device",
     )
     parser.add_argument("--json", metavar="PATH", help="write the records and machine info as JSON")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager comparator")

@@ -99,7 +99,7 @@ class CaseRun:
 
     Methods: ``package`` (eager) always; ``package_compiled`` with ``compile`` on a backend
     that compiles (JAX, torch), and then ``package_numpy`` (mlp_xp eager on NumPy: what the
-    compiled step is to beat on a CPU) where that backend is not NumPy on the CPU; ``hand``
+    compiled step is to beat on a CPU) where that backend runs on the CPU; ``hand``
     (same math, NumPy or CuPy), ``reference`` (the same
     loop without metrics; SGD only), ``torch`` (eager, unless ``torch=False``) and, with
     ``compile``, ``jax_scan`` where JAX sees the backend's kind of device. uint8 cases time

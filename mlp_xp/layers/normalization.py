@@ -32,7 +32,7 @@ class BatchNorm(Layer):
     def __repr__(self) -> str:
         """``BatchNorm(F)``, with ``eps`` and ``momentum`` where they differ from the defaults."""
         changed = [("eps", self.eps, 1e-5), ("momentum", self.momentum, 0.1)]
-        extra = "".join(f", {name}={value!r}" for name, value, default in changed if value != default)
+        extra = "".join(f", {name}={float(value)!r}" for name, value, default in changed if value != default)
         return f"BatchNorm({self.num_features}{extra})"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -69,11 +69,6 @@ def _cuda_unusable(check) -> str | None:
         except mlp_xp.BackendUnavailableError:
             return namespace
     return None
-    try:
-        mlp_xp.get_backend("cuda")
-    except mlp_xp.BackendUnavailableError:
-        return True
-    return False
 
 
 # -- acceptance 1: sklearn's estimator checks ------------------------------------------------------
